@@ -186,6 +186,7 @@ class ModelSpec:
     padding: str = "same"
     width: float = 1.0
     dropout: float = 0.0
+    bn_eps: float = 1e-5
     twin: bool = False
     description: str = ""
     preprocess: dict = field(default_factory=dict)

@@ -82,6 +82,9 @@ class EdgeNet(nn.Module):
         self.dropout = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
         self.classifier = nn.Linear(chs, spec.num_classes)
         self.arch["classifier"] = f"linear_{chs}x{spec.num_classes}"
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eps = spec.bn_eps
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

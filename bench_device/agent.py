@@ -1,0 +1,365 @@
+#!/usr/bin/env python3
+"""edgeconv device agent: runs one exported model file and prints one JSON document.
+
+Needs only the Python standard library, numpy and one runtime, so it runs on a bare
+Raspberry Pi OS / Debian arm64 board, an emulated arm64 machine, or the host. The host
+imports this same file for local runs and copies it to devices for remote ones.
+
+Runtime adapters (``RUNTIMES``): ``onnxruntime`` (.onnx), ``litert`` (.tflite, through
+``ai_edge_litert`` or else ``tflite_runtime``), ``executorch`` (.pte, XNNPACK delegate).
+Each takes NCHW float32 inputs and returns float32 outputs: layout changes and int8 I/O
+quantisation are done here, from the artifact's manifest.
+
+Timing method (single stream, one inference at a time, after MLPerf Mobile's rules,
+shortened for development): ``--warmup`` untimed runs, then timed runs until both
+``--min-runs`` and ``--min-seconds`` are reached (capped by ``--max-seconds``). Every run
+is timed alone with a monotonic clock and kept in ``samples_ms``; statistics are computed
+from those samples by the reader, never here.
+
+    python3 agent.py MODEL_FILE --runtime onnxruntime --threads 1,4
+    python3 agent.py MODEL_FILE --inputs x.npy --outputs y.npy   # run given inputs
+    python3 agent.py --facts                                     # device facts and runtimes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+AGENT_VERSION = 1
+SCHEMA_VERSION = 1
+RUNTIMES: dict[str, type] = {}
+DEFAULT_RUNTIME = {".onnx": "onnxruntime", ".tflite": "litert", ".pte": "executorch"}
+
+
+def register(cls):
+    RUNTIMES[cls.name] = cls
+    return cls
+
+
+def get_runtime(name: str):
+    if name not in RUNTIMES:
+        raise ValueError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
+    return RUNTIMES[name]
+
+
+class ModelFileError(RuntimeError):
+    """A model file that its runtime cannot load (truncated, corrupt, wrong format)."""
+
+
+@register
+class OnnxRuntimeAdapter:
+    name = "onnxruntime"
+    suffix = ".onnx"
+    install = "pip install onnxruntime"
+
+    @staticmethod
+    def version() -> str:
+        import onnxruntime
+        return onnxruntime.__version__
+
+    def __init__(self, path: str, threads: int = 1):
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelFileError(f"{path}: onnxruntime cannot load this ONNX file: {e}") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+@register
+class LiteRTAdapter:
+    name = "litert"
+    suffix = ".tflite"
+    install = "pip install ai-edge-litert   (or, where it has no wheel: pip install tflite-runtime)"
+
+    @staticmethod
+    def _module():
+        try:
+            from ai_edge_litert import interpreter
+            return interpreter, "ai_edge_litert"
+        except ImportError:
+            from tflite_runtime import interpreter
+            return interpreter, "tflite_runtime"
+
+    @classmethod
+    def version(cls) -> str:
+        from importlib.metadata import version
+        _, dist = cls._module()
+        return f"{dist.replace('_', '-')} {version(dist.replace('_', '-'))}"
+
+    def __init__(self, path: str, threads: int = 1):
+        interpreter, _ = self._module()
+        try:
+            self.interp = interpreter.Interpreter(model_path=path, num_threads=threads)
+            self.interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ModelFileError(f"{path}: LiteRT cannot load this TFLite file: {e}") from None
+        self.inp = self.interp.get_input_details()[0]["index"]
+        self.out = self.interp.get_output_details()[0]["index"]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.interp.set_tensor(self.inp, x)
+        self.interp.invoke()
+        return self.interp.get_tensor(self.out)
+
+
+@register
+class ExecuTorchAdapter:
+    name = "executorch"
+    suffix = ".pte"
+    install = "pip install executorch"
+
+    @staticmethod
+    def version() -> str:
+        from importlib.metadata import version
+        return version("executorch")
+
+    def __init__(self, path: str, threads: int = 1):
+        import torch
+        from executorch.runtime import Runtime
+        self._torch = torch
+        torch.set_num_threads(threads)
+        try:
+            from executorch.extension.pybindings import portable_lib
+            portable_lib._unsafe_reset_threadpool(threads)
+        except (ImportError, AttributeError):
+            pass
+        try:
+            program = Runtime.get().load_program(Path(path))
+            self.method = program.load_method("forward")
+        except Exception as e:  # the runtime raises RuntimeError / ValueError subclasses
+            raise ModelFileError(f"{path}: the ExecuTorch runtime cannot load this .pte file: {e}") from None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        out = self.method.execute([self._torch.from_numpy(x)])
+        return out[0].numpy()
+
+
+class Session:
+    """A model file opened in a runtime, fed and read in the manifest's terms: NCHW float32
+    in, float32 out, whatever layout and dtype the file itself takes."""
+
+    def __init__(self, path: str | Path, runtime: str | None = None, threads: int = 1,
+                 entry: dict | None = None):
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"model file {path} does not exist")
+        self.path = path
+        self.runtime_name = runtime or DEFAULT_RUNTIME.get(path.suffix)
+        if self.runtime_name is None:
+            raise ValueError(f"{path}: no runtime for '{path.suffix}' files; known suffixes: "
+                             f"{', '.join(DEFAULT_RUNTIME)}")
+        cls = get_runtime(self.runtime_name)
+        if path.suffix != cls.suffix:
+            raise ValueError(f"{path}: runtime {cls.name} runs {cls.suffix} files, not {path.suffix}")
+        self.entry = entry if entry is not None else manifest_entry(path)
+        t0 = time.perf_counter()
+        self.adapter = cls(str(path), threads)
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+
+    def to_model_input(self, x: np.ndarray) -> np.ndarray:
+        spec = self.entry.get("input", {})
+        if spec.get("layout") == "NHWC":
+            x = x.transpose(0, 2, 3, 1)
+        q = spec.get("quant")
+        if q:
+            info = np.iinfo(np.dtype(spec["dtype"]))
+            x = np.clip(np.round(x / q["scale"]) + q["zero_point"], info.min, info.max)
+        return np.ascontiguousarray(x.astype(spec.get("dtype", "float32")))
+
+    def from_model_output(self, y: np.ndarray) -> np.ndarray:
+        q = self.entry.get("output", {}).get("quant")
+        if q:
+            y = (y.astype(np.float32) - q["zero_point"]) * q["scale"]
+        return y.astype(np.float32)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run a batch one sample at a time (exports have a fixed batch of 1)."""
+        return np.concatenate([self.from_model_output(self.adapter.run(self.to_model_input(x[i:i + 1])))
+                               for i in range(len(x))])
+
+
+def manifest_entry(path: Path) -> dict:
+    """The manifest's entry for ``path`` ({} when the file has no manifest beside it)."""
+    manifest = path.parent / "manifest.json"
+    if not manifest.exists():
+        return {}
+    return json.loads(manifest.read_text()).get("files", {}).get(path.name, {})
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def temperature_c() -> float | None:
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        raw = _read(str(zone / "temp"))
+        if raw and raw.lstrip("-").isdigit():
+            return int(raw) / 1000.0
+    return None
+
+
+def throttled() -> str | None:
+    """Raspberry Pi firmware throttling flags (``vcgencmd get_throttled``), where present."""
+    if not shutil.which("vcgencmd"):
+        return None
+    try:
+        out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip().split("=")[-1] or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cpu_model() -> str:
+    model = _read("/proc/device-tree/model")
+    if model:
+        return model.rstrip("\x00")
+    info = _read("/proc/cpuinfo") or ""
+    for key in ("model name", "Hardware", "Model", "CPU part"):
+        for line in info.splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def device_facts() -> dict:
+    cpu = "/sys/devices/system/cpu/cpu0/cpufreq/"
+    freq = _read(cpu + "scaling_cur_freq")
+    return {
+        "hostname": platform.node(), "arch": platform.machine(), "cpu": cpu_model(),
+        "cores": os.cpu_count(), "governor": _read(cpu + "scaling_governor"),
+        "freq_mhz": int(freq) / 1000 if freq and freq.isdigit() else None,
+        "os": platform.platform(), "python": platform.python_version(),
+    }
+
+
+def runtimes_present() -> dict:
+    found = {}
+    for name, cls in RUNTIMES.items():
+        try:
+            found[name] = cls.version()
+        except Exception as e:  # missing module, broken install: reported, not raised
+            found[name] = None
+            found[f"{name}_error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+            found[f"{name}_install"] = cls.install
+    return found
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except (ImportError, OSError):
+        return None
+
+
+def make_input(entry: dict, seed: int = 0) -> np.ndarray:
+    shape = entry.get("input", {}).get("shape_nchw") or [1, 3, 224, 224]
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def time_runs(fn, warmup: int, min_runs: int, min_seconds: float, max_seconds: float) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter_ns()
+        fn()
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+        elapsed = time.perf_counter() - start
+        if (len(samples) >= min_runs and elapsed >= min_seconds) or elapsed >= max_seconds:
+            return samples
+
+
+def bench(path: str, runtime: str | None, threads: int, warmup: int, min_runs: int,
+          min_seconds: float, max_seconds: float) -> dict:
+    rec = {"file": Path(path).name, "runtime": runtime, "threads": threads,
+           "config": {"warmup": warmup, "runs": min_runs, "threads": threads,
+                      "min_seconds": min_seconds, "max_seconds": max_seconds},
+           "temp_c_before": temperature_c(), "samples_ms": [], "status": "ok", "error": None}
+    try:
+        session = Session(path, runtime, threads)
+        rec["runtime"] = session.runtime_name
+        rec["runtime_version"] = get_runtime(session.runtime_name).version()
+        rec["load_ms"] = session.load_ms
+        x = session.to_model_input(make_input(session.entry))
+        t0 = time.perf_counter()
+        session.adapter.run(x)
+        rec["first_ms"] = (time.perf_counter() - t0) * 1e3
+        rec["samples_ms"] = time_runs(lambda: session.adapter.run(x), warmup, min_runs,
+                                      min_seconds, max_seconds)
+    except Exception as e:  # one failed run is a record, not a lost benchmark
+        rec["status"] = "error"
+        rec["error"] = f"{type(e).__name__}: {e}"
+        rec["traceback"] = traceback.format_exc(limit=5)
+    rec["temp_c_after"] = temperature_c()
+    rec["throttled"] = throttled()
+    rec["peak_rss_mb"] = peak_rss_mb()
+    return rec
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", nargs="?", help="model file (.onnx, .tflite or .pte) with manifest.json beside it")
+    p.add_argument("--runtime", choices=sorted(RUNTIMES), help="default: by file suffix")
+    p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,4")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    p.add_argument("--min-runs", type=int, default=50, help="timed runs at least (default 50)")
+    p.add_argument("--min-seconds", type=float, default=3.0, help="timed seconds at least (default 3)")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="stop timing after this (default 120)")
+    p.add_argument("--affinity", help="pin to these CPUs, e.g. 0-3 or 2,3")
+    p.add_argument("--inputs", help=".npy of NCHW float32 inputs to run instead of timing")
+    p.add_argument("--outputs", help="with --inputs: where to save the outputs (.npy)")
+    p.add_argument("--facts", action="store_true", help="print device facts and runtimes, then exit")
+    a = p.parse_args(argv)
+    doc: dict = {"agent_version": AGENT_VERSION, "schema_version": SCHEMA_VERSION}
+    if a.affinity:
+        cpus = set()
+        for part in a.affinity.split(","):
+            lo, _, hi = part.partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+        os.sched_setaffinity(0, cpus)
+        doc["affinity"] = sorted(cpus)
+    doc["device"] = device_facts()
+    if a.facts or not a.model:
+        doc["runtimes"] = runtimes_present()
+        doc["throttled"] = throttled()
+        doc["temp_c"] = temperature_c()
+    elif a.inputs:
+        session = Session(a.model, a.runtime, int(a.threads.split(",")[0]))
+        y = session.run(np.load(a.inputs).astype(np.float32))
+        np.save(a.outputs or "outputs.npy", y)
+        doc.update(status="ok", runtime=session.runtime_name, outputs=a.outputs or "outputs.npy",
+                   shape=list(y.shape))
+    else:
+        doc["records"] = [bench(a.model, a.runtime, int(t), a.warmup, a.min_runs, a.min_seconds,
+                                a.max_seconds) for t in a.threads.split(",")]
+    print(json.dumps(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
