@@ -24,11 +24,11 @@
 #   6. check    Runs a smoke test on the emulated device: a tiny Conv model
 #               through onnxruntime and LiteRT (and ExecuTorch if installed).
 #
-# Nothing on the host is installed or changed: apt is run with private
-# configuration, lists and cache directories inside the cache (the host's
-# sources, package lists and installed packages are not touched), and binfmt_misc
-# is not used.  Root is not required.  Network access is needed only to the
-# Debian mirror and PyPI.
+# Nothing on the host is installed or changed (apart from pip's own download
+# cache): apt is run with private configuration, lists and cache directories
+# inside the cache (the host's sources, package lists and installed packages
+# are not touched), and binfmt_misc is not used.  Root is not required.
+# Network access is needed only to the Debian mirror and PyPI.
 #
 # Everything lives in ${EDGECONV_CACHE:-<repo>/.cache}/arm64/:
 #   qemu/qemu-aarch64     the emulator (static x86_64 binary)
@@ -42,10 +42,13 @@
 # Usage:
 #   bench_device/setup_arm64.sh [--with-executorch] [--no-check] [--check] [--force]
 #
-#   --with-executorch  also install the ExecuTorch runtime.  The arm64 torch
-#                      wheel on PyPI is a CUDA build whose libraries must be
-#                      loadable, so this brings ~2.7 GB of downloads (~4 GB on
-#                      disk), and importing it under emulation takes ~1 minute.
+#   --with-executorch  also install the ExecuTorch runtime.  Its Python
+#                      bindings link against torch, and the arm64 torch wheel
+#                      on PyPI is a CUDA build whose libraries must load, so
+#                      this brings ~2.7 GB of downloads (~4 GB on disk), and
+#                      `import torch, executorch.runtime` takes ~35 s under
+#                      emulation.  Once installed the layer is kept by later
+#                      runs; delete <cache>/arm64/executorch-site to remove it.
 #   --no-check         skip the smoke test at the end.
 #   --check            only run the smoke test (the device must be set up).
 #   --force            delete <cache>/arm64 and build everything again.
@@ -66,6 +69,11 @@
 # The wrapper honours QEMU_CPU (emulated core, default cortex-a76; list them
 # with `<cache>/arm64/bin/qemu-aarch64 -cpu help`) and EDGECONV_ARM64_PYTHONPATH
 # (PYTHONPATH inside the device; the host's PYTHONPATH is not passed on).
+# Without binfmt_misc, programs that the device's Python starts (subprocess,
+# os.system) run natively on the host, except sys.executable, which is set to
+# the wrapper so that `sys.executable -c ...` and multiprocessing's "spawn"
+# start the emulated Python again.  /proc/cpuinfo shows the emulated core;
+# os.cpu_count() is the host's; ru_maxrss includes the emulator's own memory.
 
 set -euo pipefail
 
@@ -227,7 +235,8 @@ extract_deb() {
 # --------------------------------------------------------------------------
 setup_qemu() {
     local ver
-    ver=$( [ -x "$QEMU" ] && qemu_version "$QEMU" || true)
+    ver=""
+    if [ -x "$QEMU" ]; then ver=$(qemu_version "$QEMU"); fi
     if [ -n "$ver" ] && [ "${ver%%.*}" -ge "$QEMU_MIN_MAJOR" ]; then
         log "qemu: $QEMU (version $ver) - already there"
         return
@@ -237,13 +246,13 @@ setup_qemu() {
     conf=$(private_apt "$dir" amd64 \
         "deb [signed-by=$DEBIAN_KEYRING] $DEBIAN_MIRROR $QEMU_SUITE main" \
         "deb [signed-by=$DEBIAN_KEYRING] $DEBIAN_SECURITY_MIRROR $QEMU_SUITE-security main")
-    APT_CONFIG=$conf apt-get -q update >&2 || die "apt-get update for $QEMU_SUITE failed"
+    APT_CONFIG=$conf apt-get -qq update >&2 || die "apt-get update for $QEMU_SUITE failed"
 
     local dl=$dir/download pkg deb member found=""
     rm -rf "$dl"; mkdir -p "$dl"
     for pkg in $QEMU_PACKAGES; do
-        (cd "$dl" && APT_CONFIG=$conf apt-get -q download "$pkg" >&2) || continue
-        deb=$(ls -t "$dl"/"${pkg}"_*.deb 2>/dev/null | head -n1)
+        (cd "$dl" && APT_CONFIG=$conf apt-get -qq download "$pkg" >&2) || continue
+        deb=$(find "$dl" -maxdepth 1 -name "${pkg}_*.deb" | head -n1)
         [ -n "$deb" ] || continue
         for member in ./usr/bin/qemu-aarch64 ./usr/bin/qemu-aarch64-static; do
             mkdir -p "$QEMU_DIR"
@@ -274,19 +283,19 @@ setup_sysroot() {
         log "sysroot: $SYSROOT - already there"
         return
     fi
-    stamp_clear sysroot; stamp_clear wheels; stamp_clear executorch
+    stamp_clear sysroot; stamp_clear wheels
     log "sysroot: resolving and downloading Debian $SYSROOT_SUITE arm64 packages: $SYSROOT_PACKAGES"
     local dir=$APT_DIR/$SYSROOT_SUITE-arm64 conf
     conf=$(private_apt "$dir" arm64 \
         "deb [signed-by=$DEBIAN_KEYRING] $DEBIAN_MIRROR $SYSROOT_SUITE main" \
         "deb [signed-by=$DEBIAN_KEYRING] $DEBIAN_MIRROR $SYSROOT_SUITE-updates main" \
         "deb [signed-by=$DEBIAN_KEYRING] $DEBIAN_SECURITY_MIRROR $SYSROOT_SUITE-security main")
-    APT_CONFIG=$conf apt-get -q update >&2 || die "apt-get update for $SYSROOT_SUITE arm64 failed"
+    APT_CONFIG=$conf apt-get -qq update >&2 || die "apt-get update for $SYSROOT_SUITE arm64 failed"
     rm -f "$dir"/cache/archives/*.deb
     # With an empty dpkg status, "install --download-only" fetches the
     # packages together with their whole dependency closure.
     # shellcheck disable=SC2086
-    APT_CONFIG=$conf apt-get -q -y --download-only install $SYSROOT_PACKAGES >&2 \
+    APT_CONFIG=$conf apt-get -qq -y --download-only install $SYSROOT_PACKAGES >&2 \
         || die "could not download the arm64 packages"
 
     local tmp=$SYSROOT.tmp deb n=0
@@ -359,23 +368,31 @@ import os, sys; sys.executable = os.environ.get("EDGECONV_ARM64_PYTHON") or sys.
 EOF
     rm -rf "$SITE"; mv "$tmp" "$SITE"
     rm -rf "$dl"
-    stamp_clear executorch   # its .pth file lived in the replaced directory
     stamp_set wheels "$key"
-    log "wheels: $(ls -d "$SITE"/*.dist-info | sed 's|.*/||; s|\.dist-info$||' | tr '\n' ' ')"
+    log "wheels: $(find "$SITE" -maxdepth 1 -name '*.dist-info' -printf '%f\n' | sed 's|\.dist-info$||' | sort | tr '\n' ' ')"
 }
 
 # --------------------------------------------------------------------------
 # Step 4 (optional): ExecuTorch runtime + torch, as a separate layer
 # --------------------------------------------------------------------------
+executorch_installed() { [ -f "$STAMPS/executorch" ] && [ -d "$ET_SITE" ]; }
+
+# Add the layer to the device's sys.path (after dist-packages).
+link_executorch() {
+    realpath --relative-to="$SITE" "$ET_SITE" > "$SITE/edgeconv_executorch.pth"
+}
+
 setup_executorch() {
     local key="$EXECUTORCH_PACKAGES + $EXECUTORCH_RUNTIME_EXTRAS"
     if [ "$WITH_EXECUTORCH" != 1 ]; then
-        if [ -f "$SITE/edgeconv_executorch.pth" ]; then
-            log "executorch: installed earlier ($ET_SITE), kept"
+        if executorch_installed; then
+            link_executorch
+            log "executorch: installed earlier, kept ($ET_SITE; delete it to remove)"
         fi
         return
     fi
-    if stamp_ok executorch "$key" && [ -f "$SITE/edgeconv_executorch.pth" ] && [ -d "$ET_SITE" ]; then
+    if stamp_ok executorch "$key" && [ -d "$ET_SITE" ]; then
+        link_executorch
         log "executorch: $EXECUTORCH_PACKAGES - already installed"
         return
     fi
@@ -408,8 +425,7 @@ setup_executorch() {
         || die "pip install of the executorch layer failed"
     rm -rf "$ET_SITE"; mv "$tmp" "$ET_SITE"
     rm -rf "$dl"
-    # Add the layer to the device's sys.path (after dist-packages).
-    realpath --relative-to="$SITE" "$ET_SITE" > "$SITE/edgeconv_executorch.pth"
+    link_executorch
     stamp_set executorch "$key"
     log "executorch: $ET_SITE ($(du -sh "$ET_SITE" | cut -f1))"
 }
@@ -556,7 +572,7 @@ def report(name, y):
     global ok
     good = y.shape == ref.shape and np.allclose(y, ref, atol=1e-4)
     ok &= good
-    print(f"  {name}: sum={float(y.sum()):.4f} first row={np.round(y[0, 0, 0], 4).tolist()} "
+    print(f"  {name}: sum={float(y.sum()):.4f} first row={[round(float(v), 4) for v in y[0, 0, 0]]} "
           f"{'OK' if good else 'MISMATCH'}")
 
 
@@ -587,7 +603,7 @@ EOF
 
 run_check() {
     local args=()
-    if [ -f "$SITE/edgeconv_executorch.pth" ] && { [ "$WITH_EXECUTORCH" = 1 ] || [ "$CHECK_ONLY" = 1 ]; }; then
+    if executorch_installed && { [ "$WITH_EXECUTORCH" = 1 ] || [ "$CHECK_ONLY" = 1 ]; }; then
         args+=(--executorch)
     fi
     log "check: running $CHECK_PY on the emulated device ${args[*]}"
@@ -608,7 +624,7 @@ emulated arm64 device:
   sysroot:  $SYSROOT  (Debian 12 arm64, Python 3.11)
   packages: $SITE
 EOF
-    if [ -f "$SITE/edgeconv_executorch.pth" ]; then
+    if executorch_installed; then
         echo "  executorch layer: $ET_SITE"
     fi
     cat <<EOF
@@ -639,8 +655,9 @@ main() {
     fi
 
     if [ "$CHECK_ONLY" = 1 ]; then
-        [ -x "$WRAPPER" ] && [ -x "$QEMU" ] && [ -x "$SYSROOT/usr/bin/python3.11" ] \
-            || die "the device is not set up yet: run $0 first"
+        if ! { [ -x "$WRAPPER" ] && [ -x "$QEMU" ] && [ -x "$SYSROOT/usr/bin/python3.11" ]; }; then
+            die "the device is not set up yet: run $0 first"
+        fi
         write_check
         run_check
         summary

@@ -2,7 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import warnings
+
+# The exporters' native libraries log to stderr at import; keep the terminal for our output.
+for _var, _val in (("TF_CPP_MIN_LOG_LEVEL", "3"), ("GLOG_minloglevel", "2"),
+                   ("LITERT_TORCH_SHOW_PROGRESS", "n")):
+    os.environ.setdefault(_var, _val)
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import click
 from rich.console import Console
@@ -10,8 +19,9 @@ from rich.table import Table
 
 from .cost import human
 
-console = Console()
-err_console = Console(stderr=True)
+# Wide tables when piped to a file or CI log, the terminal's width otherwise.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _fail(message: str, code: int = 2):
@@ -39,6 +49,8 @@ def main():
     The flow, one verb a stage:
       edgeconv models                      the zoo, with params and MACs
       edgeconv info mobilenet_v2 --twin    per-block cost table, model vs its standard-conv twin
+      edgeconv export tiny                 int8 + fp32 to ONNX, TFLite, ExecuTorch (artifact folder)
+      edgeconv verify artifacts/tiny       parity matrix across runtimes
     """
 
 
@@ -113,6 +125,203 @@ def info(model, twin, width, input_size, as_json):
     totals.add_row("twin / model", f"{twin_cost.params / cost.params:.2f}x",
                    f"{twin_cost.macs / cost.macs:.2f}x", "")
     console.print(totals)
+
+
+def _csv(value: str, allowed, what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise click.BadParameter(f"{', '.join(bad) or value!r}: {what} must be a comma-separated list of "
+                                 f"{', '.join(allowed)}")
+    return items
+
+
+def build(model, twin=False, weights=None, pretrained=False, width=None, input_size=None):
+    """The model a command works on: a zoo name or spec file, optionally its twin, with
+    weights from a checkpoint or the spec's pretrained source."""
+    from .zoo import create_model, load_weights
+    net = create_model(model, twin=twin, pretrained=pretrained, **_overrides(width, input_size))
+    if weights:
+        load_weights(net, weights)
+    return net
+
+
+def model_options(f):
+    for opt in reversed([
+        click.option("--twin", is_flag=True, help="Use the standard-conv twin instead of the model."),
+        click.option("--weights", type=click.Path(dir_okay=False),
+                     help="Checkpoint (state dict) to load, e.g. from `edgeconv train`."),
+        click.option("--pretrained", is_flag=True, help="Load the spec's pretrained weights (efficientnet_lite0)."),
+        click.option("--width", type=float, help="Width multiplier."),
+        click.option("--input-size", type=int, help="Input resolution."),
+    ]):
+        f = opt(f)
+    return f
+
+
+class _Progress:
+    """A rich progress bar fed by (done, total, label) callbacks."""
+
+    def __init__(self, title: str):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        self.progress = Progress(TextColumn(f"{title} [bold]{{task.description}}"), BarColumn(),
+                                 TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                                 console=err_console, transient=False)
+        self.task = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def __call__(self, done, total, label):
+        if self.task is None:
+            self.task = self.progress.add_task(label, total=total)
+        self.progress.update(self.task, completed=done, description=label)
+
+
+@main.command()
+@click.argument("model")
+@model_options
+@click.option("--formats", default="onnx,tflite,executorch", show_default=True,
+              help="Comma-separated: onnx, tflite, executorch.")
+@click.option("--precision", default="fp32,int8", show_default=True, help="Comma-separated: fp32, int8.")
+@click.option("--calib", default="digits", show_default=True,
+              help="Calibration data for int8: digits (bundled), an image folder, a .npy of inputs, "
+                   "or random (noise; only for smoke tests).")
+@click.option("--calib-count", default=64, show_default=True, help="Calibration samples.")
+@click.option("--class-index", type=click.Path(dir_okay=False),
+              help="For ImageNet-style folders: a file of wnids, one per line (line number = label).")
+@click.option("--calib-method", default="minmax", show_default=True,
+              type=click.Choice(["minmax", "percentile", "entropy"]), help="ONNX Runtime calibration method.")
+@click.option("--keep-fp32", default="", help="Blocks to leave in fp32, e.g. blocks.3,head.0.")
+@click.option("--channels-last", is_flag=True, help="TFLite: take NHWC input (camera frames).")
+@click.option("--int8-io", is_flag=True, help="TFLite int8: int8 input/output tensors (scale and zero point "
+                                              "in the manifest).")
+@click.option("--out", type=click.Path(file_okay=False), help="Artifact folder [default: artifacts/MODEL].")
+@click.option("--force", is_flag=True, help="Overwrite an existing output folder.")
+@click.option("--android", "android_dir", type=click.Path(file_okay=False),
+              help="Also install the TFLite model into this android_demo app folder.")
+def export(model, twin, weights, pretrained, width, input_size, formats, precision, calib, calib_count,
+           class_index, calib_method, keep_fp32, channels_last, int8_io, out, force, android_dir):
+    """Quantize and export MODEL to ONNX, TFLite and ExecuTorch (XNNPACK).
+
+    \b
+    Writes one artifact folder: model_<precision>.<onnx|tflite|pte>, labels.txt, reference.pt
+    (the eager model, for `verify`) and manifest.json (I/O names, shapes, layouts, dtypes,
+    int8 scale/zero point, preprocessing, labels, arch, params, MACs, exporter versions,
+    sha256 of every file, and which ops run in int8).
+
+    \b
+    Examples:
+      edgeconv export tiny --weights runs/demo/tiny.pt --calib digits
+      edgeconv export efficientnet_lite0 --pretrained --calib ~/photos --out artifacts/lite0
+      edgeconv export tiny --formats tflite --precision int8 --channels-last --int8-io --android android_demo
+    """
+    from .data import load_data
+    from .export import export as do_export, formats as known_formats
+    from .quantize import QuantConfig
+    fmts = _csv(formats, known_formats(), "--formats")
+    precs = _csv(precision, ["fp32", "int8"], "--precision")
+    net = build(model, twin, weights, pretrained, width, input_size)
+    out = out or f"artifacts/{net.spec.name}{'_twin' if twin else ''}"
+    from pathlib import Path
+    if Path(out).exists() and any(Path(out).iterdir()) and not force:
+        raise FileExistsError(f"{out} already exists and is not empty; pass --force to overwrite it or "
+                              "choose another --out")
+    quant = QuantConfig(method=calib_method, calib_count=calib_count,
+                        keep_fp32=tuple(b for b in keep_fp32.split(",") if b),
+                        channels_last=channels_last, int8_io=int8_io)
+    unknown = [b for b in quant.keep_fp32 if b not in net.arch]
+    if unknown:
+        raise ValueError(f"--keep-fp32: no block named {', '.join(unknown)}; blocks: "
+                         f"{', '.join(list(net.arch)[:6])} ... (see `edgeconv info {model}`)")
+    calib_x, calib_info = None, None
+    if "int8" in precs:
+        ds = load_data(calib, input_shape=net.input_shape, preprocess=net.spec.preprocess, split="calib",
+                       calib_count=calib_count, labels=None, class_index=class_index)
+        calib_x = ds.x
+        calib_info = {**ds.describe(), "class_index": class_index}
+        err_console.print(f"calibration: {len(ds)} samples from {ds.source}"
+                          + (f" ({len(ds.skipped)} unreadable files skipped)" if ds.skipped else ""))
+    with _Progress("export") as bar:
+        art = do_export(net, formats=fmts, precisions=precs, calib=calib_x, quant=quant, out=out,
+                        force=force, calib_info=calib_info, progress=bar)
+    _print_artifact(art)
+    if android_dir:
+        from .android import install
+        installed = install(art.path, android_dir)
+        console.print(f"installed into the app: {installed}")
+    if art.errors:
+        for e in art.errors:
+            err_console.print(f"[bold red]error:[/] {e['format']} {e['precision']}: {e['message']}")
+        err_console.print(f"[yellow]partial result:[/] {len(art.files)} file(s) exported to {art.path}, "
+                          f"{len(art.errors)} failed")
+        sys.exit(1)
+
+
+def _print_artifact(art):
+    table = Table(title=f"artifact {art.path}")
+    for col in ("file", "input", "size", "int8 ops", "convs int8", "not int8", "export s"):
+        table.add_column(col, no_wrap=col != "not int8")
+    for name, e in art.files.items():
+        r = e.get("int8_report") or {}
+        inp = e["input"]
+        io = f"{inp.get('layout') or ''} {inp['dtype']}".strip()
+        table.add_row(name, io, human(e["bytes"], "B"),
+                      f"{r['ops_int8']}/{r['ops']}" if r else "-",
+                      f"{r.get('convs_int8', '-')}/{r.get('convs', '-')}" if r else "-",
+                      ", ".join(f"{k} x{v}" for k, v in r.get("float_ops", {}).items()) if r else "",
+                      f"{e.get('export_seconds', 0):.1f}")
+    console.print(table)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(file_okay=False))
+@click.option("--count", default=32, show_default=True, help="Inputs to run (held-out samples of the "
+                                                              "calibration source).")
+@click.option("--fp32-rtol", default=1e-4, show_default=True,
+              help="fp32 files: max |error| / max |reference| allowed.")
+@click.option("--min-sqnr", default=20.0, show_default=True, help="int8 files: SQNR vs fp32 eager, dB.")
+@click.option("--min-agreement", default=0.9, show_default=True, help="int8 files: top-1 agreement with fp32.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify(artifact, count, fp32_rtol, min_sqnr, min_agreement, as_json):
+    """Run every file of an ARTIFACT folder on the same inputs: the parity matrix.
+
+    \b
+    fp32 files vs PyTorch eager (max abs / relative error); int8 files vs fp32 eager (SQNR,
+    top-1 agreement); int8 files against each other. Exits 1 when a threshold is broken or a
+    file cannot be loaded; writes verify.json into the folder.
+    """
+    from .verify import Thresholds, verify as do_verify
+    res = do_verify(artifact, Thresholds(fp32_rtol, min_sqnr, min_agreement), count)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+    else:
+        table = Table(title=f"parity: {artifact} on {res['inputs']}")
+        for col in ("file", "vs", "max abs", "max rel", "SQNR dB", "top-1 agree", "ok"):
+            table.add_column(col, no_wrap=True)
+        for r in res["rows"]:
+            vs = "eager fp32"
+            if "error" in r:
+                table.add_row(r["file"], vs, "", "", "", "", "[red]FAIL")
+                continue
+            table.add_row(r["file"], vs, f"{r.get('max_abs', float('nan')):.2e}" if "max_abs" in r else "",
+                          f"{r['max_rel']:.2e}" if "max_rel" in r else "",
+                          f"{r['sqnr_db']:.1f}" if "sqnr_db" in r else "",
+                          f"{100 * r['agreement']:.1f}%" if "agreement" in r else "",
+                          "[green]ok" if r["ok"] else "[red]FAIL")
+        for p in res["int8_pairs"]:
+            table.add_row(p["a"], p["b"], "", "", f"{p['sqnr_db']:.1f}", f"{100 * p['agreement']:.1f}%", "")
+        console.print(table)
+        for r in res["rows"]:
+            if "error" in r:
+                err_console.print(f"[bold red]error:[/] {r['error']}")
+        for e in res["export_errors"]:
+            err_console.print(f"[bold red]export error:[/] {e}")
+    sys.exit(0 if res["ok"] else 1)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: dict, input_size: int) -> Preprocess:
-        d = dict(d or {})
+        d = {k: v for k, v in (d or {}).items() if k not in ("scale", "layout", "channel_order")}
         d.setdefault("resize", input_size)
         d.setdefault("crop", input_size)
         for k in ("mean", "std"):

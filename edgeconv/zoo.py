@@ -156,6 +156,26 @@ def create_model(name: str | Path | ModelSpec, twin: bool = False, *, pretrained
     return model.eval()
 
 
+def load_weights(model: EdgeNet, path: str | Path) -> EdgeNet:
+    """Load a checkpoint saved by ``torch.save(model.state_dict())`` or edgeconv's trainer."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle / zip errors from a file that is not a checkpoint
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0:3]
+        raise ValueError(f"{path} does not fit {model.spec.name}{' (twin)' if model.spec.twin else ''}: "
+                         f"{' '.join(first)}; were these weights saved from the other of model/twin, or "
+                         "another width or class count?") from None
+    return model.eval()
+
+
 def labels_for(spec: ModelSpec) -> list[str]:
     """Class names: a labels file named in the spec (relative to models/), else class_<i>."""
     if spec.labels:

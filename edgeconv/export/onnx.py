@@ -1,0 +1,172 @@
+"""ONNX: torch.onnx (torch.export based) for fp32; ONNX Runtime static quantization in QDQ
+format for int8 (per-channel symmetric int8 weights, per-tensor int8 activations)."""
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import register
+
+COMPUTE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+# Ops that only move or reshape data: a QDQ model keeps them in int8 without a Q/DQ pair.
+LAYOUT_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Constant"}
+
+
+def _io(tensor) -> dict:
+    shape = [d.dim_value for d in tensor.type.tensor_type.shape.dim]
+    return {"name": tensor.name, "shape": shape, "layout": "NCHW" if len(shape) == 4 else None,
+            "dtype": "float32", "quant": None}
+
+
+def _global_pool(m) -> bool:
+    """ReduceMean over H and W (what torch.export makes of a global average pool) becomes
+    GlobalAveragePool, which ONNX Runtime's QDQ quantizer keeps in int8. True if changed."""
+    import onnx
+    from onnx import numpy_helper
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    changed = False
+    for i, n in enumerate(m.graph.node):
+        if n.op_type != "ReduceMean":
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        axes = attrs.get("axes")
+        if axes is None and len(n.input) > 1:
+            axes = inits.get(n.input[1])
+        if axes is None or attrs.get("keepdims", 1) != 1 or sorted(int(a) % 4 for a in axes) != [2, 3]:
+            continue
+        pool = onnx.helper.make_node("GlobalAveragePool", [n.input[0]], list(n.output), name=n.name)
+        pool.metadata_props.extend(n.metadata_props)
+        m.graph.node.remove(n)
+        m.graph.node.insert(i, pool)
+        changed = True
+    if changed:
+        used = {i for node in m.graph.node for i in node.input}
+        for init in [i for i in m.graph.initializer if i.name not in used]:
+            m.graph.initializer.remove(init)
+    return changed
+
+
+@register
+class OnnxExporter:
+    name = "onnx"
+    suffix = ".onnx"
+
+    def _export_fp32(self, model, example, path: Path) -> None:
+        import onnx
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()):
+            torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=["input"],
+                              output_names=["logits"], external_data=False, optimize=True, verbose=False)
+        m = onnx.load(str(path))
+        if _global_pool(m):
+            onnx.save(m, str(path))
+
+    def export(self, model, example, precision, calib, quant, path: Path) -> dict:
+        import onnx
+        if precision == "fp32":
+            self._export_fp32(model, example, path)
+        else:
+            from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                                  QuantType, quantize_static)
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+            methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                       "entropy": CalibrationMethod.Entropy}
+
+            class Reader(CalibrationDataReader):
+                def __init__(self, name):
+                    self.items = iter([{name: t.numpy()} for t in calib[:quant.calib_count]])
+
+                def get_next(self):
+                    return next(self.items, None)
+
+            with tempfile.TemporaryDirectory() as tmp:
+                fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
+                self._export_fp32(model, example, fp32)
+                quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+                input_name = onnx.load(str(pre)).graph.input[0].name
+                quantize_static(
+                    str(pre), str(path), calibration_data_reader=Reader(input_name),
+                    quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+                    calibrate_method=methods[quant.method],
+                    nodes_to_exclude=self._excluded(pre, quant.keep_fp32),
+                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
+                                   **quant.extra.get("onnx", {})})
+        m = onnx.load(str(path))
+        onnx.checker.check_model(m)
+        return {"input": _io(m.graph.input[0]) | {"shape_nchw": list(example.shape)},
+                "output": _io(m.graph.output[0])}
+
+    @staticmethod
+    def _excluded(path: Path, keep_fp32) -> list[str]:
+        """ONNX nodes inside the named blocks, found by the module path the exporter records
+        in each node's ``pkg.torch.onnx.name_scopes`` metadata."""
+        if not keep_fp32:
+            return []
+        import onnx
+        out = []
+        for n in onnx.load(str(path)).graph.node:
+            scopes = next((p.value for p in n.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+            if any(f"'{b}'" in scopes for b in keep_fp32):
+                out.append(n.name)
+        return out
+
+    def inspect(self, path: Path) -> dict:
+        """Which ops run int8: a compute op (Conv/Gemm/MatMul) is int8 when its activation and
+        weight come from DequantizeLinear and its output goes to QuantizeLinear; any other op
+        when all its inputs are dequantized and its outputs requantized (or it only moves data)."""
+        import onnx
+        m = onnx.load(str(path))
+        producer = {o: n for n in m.graph.node for o in n.output}
+        consumers = collections.defaultdict(list)
+        for n in m.graph.node:
+            for i in n.input:
+                consumers[i].append(n)
+        graph_outputs = {o.name for o in m.graph.output}
+        inits = {i.name for i in m.graph.initializer}
+
+        def from_dq(t):
+            p = producer.get(t)
+            return p is not None and p.op_type == "DequantizeLinear"
+
+        def to_q(t):
+            cs = consumers[t]
+            return bool(cs) and all(c.op_type == "QuantizeLinear" for c in cs)
+
+        def int8_flow(t):  # an int8 tensor: produced by Q/DQ chain or a layout op on one
+            p = producer.get(t)
+            return p is not None and (p.op_type in QDQ_OPS or (p.op_type in LAYOUT_OPS and
+                                                               all(int8_flow(i) for i in p.input[:1])))
+
+        ops, float_ops, not_int8 = collections.Counter(), collections.Counter(), []
+        convs = convs_int8 = 0
+        for n in m.graph.node:
+            if n.op_type in QDQ_OPS or n.op_type == "Constant":
+                continue
+            ops[n.op_type] += 1
+            ins = [i for i in n.input if i and i not in inits]
+            if n.op_type in COMPUTE_OPS:
+                ok = all(from_dq(i) for i in n.input[:2]) and (to_q(n.output[0]) or n.output[0] in graph_outputs
+                                                                and n.op_type != "Conv")
+                if n.op_type == "Conv":
+                    convs += 1
+                    convs_int8 += ok
+            elif n.op_type in LAYOUT_OPS:
+                ok = all(int8_flow(i) for i in ins[:1])
+            else:
+                ok = all(from_dq(i) for i in ins) and all(to_q(o) for o in n.output)
+            if not ok:
+                float_ops[n.op_type] += 1
+                not_int8.append(n.name)
+        total = sum(ops.values())
+        return {"ops": total, "ops_int8": total - sum(float_ops.values()), "convs": convs,
+                "convs_int8": convs_int8, "float_ops": dict(float_ops), "not_int8": not_int8[:20],
+                "op_types": dict(ops)}
