@@ -1,6 +1,6 @@
 # The two entry points of README.md: `make demo` and `make test`.
 PY ?= python3
-APT_PACKAGES = openssh-server openssh-client
+APT_PACKAGES = openssh-server openssh-client kotlin
 
 .PHONY: install system demo test
 install:

@@ -82,8 +82,10 @@ class ConvNormAct(nn.Module):
         self.in_chs, self.out_chs, self.kernel_size, self.stride = in_chs, out_chs, kernel_size, stride
         self.groups, self.dilation, self.padding, self.bias, self.norm = groups, dilation, padding, bias, norm
         self.act_name = act
-        self.pad = TfSamePad(kernel_size, stride, dilation) if padding == "tf_same" else nn.Identity()
-        pad = 0 if padding == "tf_same" else (dilation * (kernel_size - 1) // 2 if padding == "same" else padding)
+        # At stride 1 an odd kernel's TF SAME padding is symmetric: the conv pads it itself.
+        asymmetric = padding == "tf_same" and (stride > 1 or (dilation * (kernel_size - 1)) % 2)
+        self.pad = TfSamePad(kernel_size, stride, dilation) if asymmetric else nn.Identity()
+        pad = (0 if asymmetric else dilation * (kernel_size - 1) // 2) if padding in ("same", "tf_same") else padding
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, pad, dilation=dilation,
                               groups=groups, bias=bias)
         self.bn = nn.BatchNorm2d(out_chs) if norm else nn.Identity()

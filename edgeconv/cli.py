@@ -324,5 +324,16 @@ def verify(artifact, count, fp32_rtol, min_sqnr, min_agreement, as_json):
     sys.exit(0 if res["ok"] else 1)
 
 
+def _add_commands() -> None:
+    import importlib
+    from pathlib import Path
+    for name in ("cli_device", "cli_accuracy"):
+        if (Path(__file__).parent / f"{name}.py").exists():
+            for cmd in importlib.import_module(f"edgeconv.{name}").COMMANDS:
+                main.add_command(cmd)
+
+
+_add_commands()
+
 if __name__ == "__main__":
     main()

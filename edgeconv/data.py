@@ -42,6 +42,9 @@ class Preprocess:
         d = {k: v for k, v in (d or {}).items() if k not in ("scale", "layout", "channel_order")}
         d.setdefault("resize", input_size)
         d.setdefault("crop", input_size)
+        if d["crop"] != input_size:  # the model runs at another resolution: keep the crop ratio
+            d["resize"] = round(d["resize"] * input_size / d["crop"])
+            d["crop"] = input_size
         for k in ("mean", "std"):
             if k in d:
                 d[k] = tuple(float(v) for v in d[k])
@@ -184,10 +187,9 @@ def load_data(source: str | Path, *, input_shape: tuple[int, int, int], preproce
               labels: list[str] | None = None, class_index: str | Path | None = None) -> Dataset:
     """Load ``source`` (see the module docstring) as model inputs of ``input_shape`` (C, H, W)."""
     c, h, w = input_shape
+    if h != w:
+        raise ValueError(f"input {h}x{w}: only square inputs are supported")
     pre = Preprocess.from_dict(preprocess or {}, h)
-    if pre.crop != h or h != w:
-        raise ValueError(f"preprocess crop={pre.crop} does not give the model's {h}x{w} input; "
-                         "set preprocess.crop to the input size")
     source_s = str(source)
     if source_s == "digits":
         ds = _digits(pre, split, calib_count, limit)

@@ -1,0 +1,103 @@
+"""Bad input to export and verify: clear errors, nothing already written is lost."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from edgeconv.cli import main
+from edgeconv.export import Artifact, export
+from edgeconv.verify import verify
+
+
+class SpectralNet(nn.Module):
+    """A conv net with an FFT: ONNX has DFT for it, TFLite and ExecuTorch do not."""
+    input_shape = (3, 16, 16)
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = torch.fft.rfft2(self.conv(x)).abs()
+        return self.fc(y.mean((2, 3)))
+
+
+def test_unsupported_op_names_op_and_backend_and_others_still_export(tmp_path):
+    art = export(SpectralNet().eval(), precisions=["fp32"], out=tmp_path / "a")
+    assert list(art.files) == ["model_fp32.onnx"]
+    failed = {e["format"]: e for e in art.errors}
+    assert set(failed) == {"tflite", "executorch"}
+    for fmt, e in failed.items():
+        assert e["op"] and ("fft" in e["op"] or "abs" in e["op"]), e
+        assert e["message"].startswith(f"{fmt} cannot export op ")
+    # the failures are on disk too, and the ONNX file is intact
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert len(manifest["errors"]) == 2 and "model_fp32.onnx" in manifest["files"]
+    assert not list((tmp_path / "a").glob("*.tflite")) and not list((tmp_path / "a").glob("*.pte"))
+
+
+def test_empty_or_misshapen_calibration_fails_before_export(tmp_path):
+    from edgeconv.zoo import create_model
+    model = create_model("tiny")
+    with pytest.raises(ValueError, match="int8 needs calibration samples"):
+        export(model, calib=np.zeros((0, 3, 32, 32), np.float32), out=tmp_path / "a")
+    with pytest.raises(ValueError, match=r"calibration samples have shape \(3, 28, 28\)"):
+        export(model, calib=np.zeros((4, 3, 28, 28), np.float32), out=tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cli_bad_calibration_sources(tmp_path):
+    runner = CliRunner()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = runner.invoke(main, ["export", "tiny", "--calib", str(empty), "--out", str(tmp_path / "o1")])
+    assert res.exit_code == 2 and "holds no image files" in res.output
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((5, 1, 8, 8), np.float32))
+    res = runner.invoke(main, ["export", "tiny", "--calib", str(bad), "--out", str(tmp_path / "o2")])
+    assert res.exit_code == 2 and "has shape (5, 1, 8, 8); the model needs N x 3 x 32 x 32" in res.output
+    res = runner.invoke(main, ["export", "tiny", "--formats", "onnx,coreml", "--out", str(tmp_path / "o3")])
+    assert res.exit_code == 2 and "coreml" in res.output and "executorch, onnx, tflite" in res.output
+    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("art") / "tiny"
+    res = CliRunner().invoke(main, ["export", "tiny", "--formats", "onnx,tflite", "--calib-count", "16",
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_existing_output_is_not_overwritten_without_force(tiny_artifact):
+    before = {p.name: p.read_bytes() for p in tiny_artifact.iterdir()}
+    res = CliRunner().invoke(main, ["export", "tiny", "--formats", "onnx", "--out", str(tiny_artifact)])
+    assert res.exit_code == 2 and "--force" in res.output
+    assert {p.name: p.read_bytes() for p in tiny_artifact.iterdir()} == before
+
+
+@pytest.mark.parametrize("name, fmt", [("model_int8.tflite", "tflite"), ("model_fp32.onnx", "onnx")])
+def test_verify_names_truncated_file_and_format(tiny_artifact, tmp_path, name, fmt):
+    import shutil
+    art_dir = tmp_path / "copy"
+    shutil.copytree(tiny_artifact, art_dir)
+    path = art_dir / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    res = verify(art_dir, count=4)
+    row = next(r for r in res["rows"] if r["file"] == name)
+    assert not res["ok"] and not row["ok"]
+    assert name in row["error"] and f"({fmt})" in row["error"] and "sha256" in row["error"]
+    assert all(r["ok"] for r in res["rows"] if r["file"] != name)  # the others were still checked
+    # the manifest agreeing with the broken file: the runtime itself refuses it, named
+    art = Artifact.load(art_dir)
+    from edgeconv.export import sha256
+    art.manifest["files"][name]["sha256"] = sha256(path)
+    art.save()
+    cli = CliRunner().invoke(main, ["verify", str(art_dir), "--count", "4"])
+    assert cli.exit_code == 1
+    assert name in cli.output and "cannot load this" in cli.output
