@@ -27,10 +27,14 @@ def _export(name, size, out):
     return model, export(model, calib=calib.x, out=out, calib_info=calib.describe())
 
 
-@pytest.fixture(scope="module", params=sorted(SMALL))
+FULL = [pytest.param((name, 224), marks=pytest.mark.slow, id=f"{name}-224")
+        for name in sorted(SMALL) if name != "tiny"]
+
+
+@pytest.fixture(scope="module", params=[pytest.param((n, s), id=n) for n, s in sorted(SMALL.items())] + FULL)
 def exported(request, tmp_path_factory):
-    name = request.param
-    model, art = _export(name, SMALL[name], tmp_path_factory.mktemp(name))
+    name, size = request.param
+    model, art = _export(name, size, tmp_path_factory.mktemp(name))
     x = load_data("digits", input_shape=model.input_shape, preprocess=model.spec.preprocess,
                   split="eval", limit=16).x
     with torch.no_grad():
@@ -79,7 +83,7 @@ def test_manifest_fields(exported):
     assert m["arch"]["stem"] == model.arch["stem"]
     assert len(m["labels"]) == model.spec.num_classes
     assert (art.path / "labels.txt").read_text().split("\n")[0] == m["labels"][0]
-    assert m["preprocess"]["crop"] == SMALL[name]
+    assert m["preprocess"]["crop"] == model.spec.input_size
     assert m["calibration"]["source"] == "digits" and m["calibration"]["count"] == 32
     assert m["quant"]["weights"] == "int8_symmetric_per_channel"
     for key in ("torch", "onnx", "onnxruntime", "litert-torch", "executorch"):
@@ -87,7 +91,7 @@ def test_manifest_fields(exported):
     for fname, e in m["files"].items():
         assert e["sha256"] == sha256(art.path / fname)
         assert e["bytes"] == (art.path / fname).stat().st_size
-        assert e["input"]["shape_nchw"] == [1, 3, SMALL[name], SMALL[name]]
+        assert e["input"]["shape_nchw"] == [1, *model.input_shape]
     q = m["files"]["model_int8.tflite"]["input"]["quant"]
     if q:  # int8 input tensor: its quantisation is what the runtime adapter applies
         assert q["scale"] > 0 and -128 <= q["zero_point"] <= 127
