@@ -1,8 +1,8 @@
 # The two entry points of README.md: `make demo` and `make test`.
 PY ?= python3
-APT_PACKAGES = openssh-server openssh-client kotlin
+APT_PACKAGES = openssh-server openssh-client adb kotlin chromium chromium-driver
 
-.PHONY: install system demo test
+.PHONY: install system arm64 demo test
 install:
 	$(PY) -m pip install -q -e '.[test]'
 
@@ -10,8 +10,12 @@ system:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
-demo: install
-	edgeconv info mobilenet_v2
+# The emulated arm64 device (qemu-aarch64 10 + an arm64 Python sysroot), cached in .cache/arm64.
+arm64:
+	bash bench_device/setup_arm64.sh --no-check
 
-test: install system
+demo: install
+	edgeconv run
+
+test: install system arm64
 	$(PY) -m pytest

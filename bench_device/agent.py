@@ -231,16 +231,62 @@ def throttled() -> str | None:
         return None
 
 
+# /proc/cpuinfo "CPU part" of Arm Ltd. cores (implementer 0x41), from Arm's TRMs and the
+# Linux kernel's arch/arm64/include/asm/cputype.h.
+ARM_CORES = {
+    "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
+    "0xd0c": "Neoverse-N1", "0xd0d": "Cortex-A77", "0xd0e": "Cortex-A76AE", "0xd40": "Neoverse-V1",
+    "0xd41": "Cortex-A78", "0xd44": "Cortex-X1", "0xd46": "Cortex-A510", "0xd47": "Cortex-A710",
+    "0xd48": "Cortex-X2", "0xd49": "Neoverse-N2", "0xd4b": "Cortex-A78C", "0xd4d": "Cortex-A715",
+    "0xd4e": "Cortex-X3", "0xd4f": "Neoverse-V2", "0xd80": "Cortex-A520", "0xd81": "Cortex-A720",
+    "0xd82": "Cortex-X4",
+}
+
+
+def _cpuinfo_values(key: str, info: str) -> list[str]:
+    return [line.split(":", 1)[1].strip() for line in info.splitlines()
+            if line.split(":", 1)[0].strip() == key and ":" in line]
+
+
+def arm_cores(info: str | None = None) -> str | None:
+    """The ARM core names from /proc/cpuinfo "CPU part" lines, e.g. "4x Cortex-A76" or
+    "4x Cortex-A55 + 4x Cortex-A76" (big.LITTLE); None when there are none."""
+    info = (_read("/proc/cpuinfo") or "") if info is None else info
+    implementers = _cpuinfo_values("CPU implementer", info)
+    parts = _cpuinfo_values("CPU part", info)
+    if not parts:
+        return None
+    counts: dict[str, int] = {}
+    for i, part in enumerate(parts):
+        impl = implementers[i] if i < len(implementers) else "0x41"
+        name = ARM_CORES.get(part.lower()) if impl.lower() == "0x41" else None
+        name = name or f"CPU part {part} (implementer {impl})"
+        counts[name] = counts.get(name, 0) + 1
+    return " + ".join(f"{n}x {name}" for name, n in counts.items())
+
+
 def cpu_model() -> str:
+    cores = arm_cores()
     model = _read("/proc/device-tree/model")
     if model:
-        return model.rstrip("\x00")
+        model = model.rstrip("\x00")
+        return f"{model} ({cores})" if cores else model
+    if cores:
+        return cores
     info = _read("/proc/cpuinfo") or ""
-    for key in ("model name", "Hardware", "Model", "CPU part"):
-        for line in info.splitlines():
-            if line.startswith(key):
-                return line.split(":", 1)[1].strip()
+    for key in ("model name", "Hardware", "Model"):
+        for value in _cpuinfo_values(key, info):
+            return value
     return platform.processor() or "unknown"
+
+
+def emulated() -> str | None:
+    """How this device is emulated ("qemu-aarch64 cortex-a76"), None on real hardware. The
+    arm64 wrapper of setup_arm64.sh sets EDGECONV_ARM64_PYTHON and QEMU_CPU."""
+    if os.environ.get("EDGECONV_ARM64_PYTHON"):
+        return f"qemu-{platform.machine()} {os.environ.get('QEMU_CPU', '')}".strip()
+    return None
 
 
 def device_facts() -> dict:
@@ -250,6 +296,7 @@ def device_facts() -> dict:
         "hostname": platform.node(), "arch": platform.machine(), "cpu": cpu_model(),
         "cores": os.cpu_count(), "governor": _read(cpu + "scaling_governor"),
         "freq_mhz": int(freq) / 1000 if freq and freq.isdigit() else None,
+        "emulated": emulated(),
         "os": platform.platform(), "python": platform.python_version(),
     }
 

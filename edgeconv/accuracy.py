@@ -46,10 +46,11 @@ Runner = Callable[[Path, np.ndarray], np.ndarray]   # (model file, NCHW float32 
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> np.ndarray:
-    """Per-sample bool: the label is among the ``k`` largest logits."""
+    """Per-sample bool: the label is among the ``k`` largest logits. Ties (common in int8
+    outputs) go to the lower class index, as ``argmax`` does, so top-1 and agreement agree."""
     logits, labels = np.asarray(logits), np.asarray(labels)
     k = min(k, logits.shape[-1])
-    top = np.argpartition(-logits, k - 1, axis=-1)[:, :k]
+    top = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
     return np.any(top == labels[:, None], axis=1)
 
 

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import math
 import shutil
 import sys
 import types
 from pathlib import Path
+
+from .export import sha256
 
 import numpy as np
 
@@ -232,14 +233,6 @@ def check_manifest(manifest: dict) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Install into the app
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def default_sample(manifest: dict):
     """A PIL image to bundle as ``sample.png``: a held-out scikit-learn digit (8 x 8, exactly
     the evaluation pipeline's input) for a 10-class digits model, else the scikit-learn photo."""
@@ -289,7 +282,7 @@ def install(artifact_dir, app_dir, file_name: str | None = None, sample=None) ->
         if not src.exists():
             problems.append(f"android.model_file {file_name!r} is listed in the manifest but "
                             f"{src} does not exist")
-        elif files[file_name].get("sha256") and _sha256(src) != files[file_name]["sha256"]:
+        elif files[file_name].get("sha256") and sha256(src) != files[file_name]["sha256"]:
             problems.append(f"{src}: its sha256 does not match files[{file_name!r}].sha256 in the "
                             "manifest (a stale or partly written file); export again")
     if problems:

@@ -194,7 +194,7 @@ class _Progress:
 @click.option("--calib-count", default=64, show_default=True, help="Calibration samples.")
 @click.option("--class-index", type=click.Path(dir_okay=False),
               help="For ImageNet-style folders: a file of wnids, one per line (line number = label).")
-@click.option("--calib-method", default="minmax", show_default=True,
+@click.option("--calib-method", default="percentile", show_default=True,
               type=click.Choice(["minmax", "percentile", "entropy"]), help="ONNX Runtime calibration method.")
 @click.option("--keep-fp32", default="", help="Blocks to leave in fp32, e.g. blocks.3,head.0.")
 @click.option("--channels-last", is_flag=True, help="TFLite: take NHWC input (camera frames).")
@@ -322,6 +322,43 @@ def verify(artifact, count, fp32_rtol, min_sqnr, min_agreement, as_json):
         for e in res["export_errors"]:
             err_console.print(f"[bold red]export error:[/] {e}")
     sys.exit(0 if res["ok"] else 1)
+
+
+@main.command("run")
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--out", default="runs/default", show_default=True, type=click.Path(file_okay=False),
+              help="Run folder; running again resumes where the last run stopped.")
+@click.option("--force", is_flag=True, help="Start over: delete the run folder's earlier results.")
+def run_cmd(config, out, force):
+    """The main job: model and twin -> train -> export -> verify -> check -> bench -> report.
+
+    \b
+    Without CONFIG it runs the embedded default: the tiny model and its standard-conv twin,
+    trained on scikit-learn's bundled digits, exported to all three formats in fp32 and int8,
+    checked for accuracy on held-out digits and benchmarked on this host. CONFIG is a TOML
+    file (see configs/): model, data, formats, precisions, devices, threads, runs...
+
+    \b
+    Examples:
+      edgeconv run                                  # the embedded default, into runs/default
+      edgeconv run configs/lite0_pi.toml --out runs/lite0
+    """
+    import time
+    from .cli_device import _DeviceProgress
+    from .run import run
+    t0 = time.perf_counter()
+    with _DeviceProgress() as bar:
+        report = run(config, out, force=force, log=lambda m: err_console.print(m, markup=False), progress=bar)
+    console.print(f"[bold green]done[/] in {time.perf_counter() - t0:.0f} s; report: {report}")
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+def report_cmd(run_dir):
+    """Rebuild report.html, report.md and the plots of RUN_DIR from its files."""
+    from .report import write_report
+    paths = write_report(run_dir)
+    console.print(f"report: {paths['html']} (+ report.md, {len(paths['plots'])} plots)")
 
 
 def _add_commands() -> None:

@@ -37,11 +37,13 @@ class ExecuTorchExporter:
             from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
                 XNNPACKQuantizer, get_symmetric_quantization_config)
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+            from ..quantize import ClampFusingQuantizer
             quantizer = XNNPACKQuantizer().set_global(
                 get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
             for block in quant.keep_fp32:
-                quantizer.set_module_name(block, None)
-            gm = prepare_pt2e(torch.export.export(module, (example,)).module(), quantizer)
+                quantizer.module_name_config[block] = None  # set_module_name asserts on None
+            gm = prepare_pt2e(torch.export.export(module, (example,)).module(), ClampFusingQuantizer(quantizer))
             with torch.no_grad():
                 for c in calib[:quant.calib_count]:
                     gm(c)

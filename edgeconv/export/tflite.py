@@ -115,13 +115,15 @@ class TFLiteExporter:
             from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
             from litert_torch.quantize.quant_config import QuantConfig as LiteRTQuantConfig
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+            from ..quantize import ClampFusingQuantizer
             quantizer = PT2EQuantizer().set_global(
                 get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
             for block in quant.keep_fp32:
-                quantizer.set_module_name(block, None)
+                quantizer.module_name_config[block] = None  # set_module_name asserts on None
             gm = torch.export.export(module.eval(), (ex,)).module()
             _mark_adds(gm)
-            gm = prepare_pt2e(gm, quantizer)
+            gm = prepare_pt2e(gm, ClampFusingQuantizer(quantizer))
             with torch.no_grad():
                 for c in samples[:quant.calib_count]:
                     gm(c)

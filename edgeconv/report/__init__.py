@@ -1,0 +1,309 @@
+"""The run report: report.html (self-contained), report.md and PNG plots.
+
+Built only from the files of a run folder (models.json, artifacts/*/manifest.json,
+verify.json, accuracy.json, results.jsonl, run.json), so ``edgeconv report RUN_DIR`` can
+rebuild it at any time.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from ..bench import compare_rows, record_stats
+from ..cost import human
+from ..export import write_json_atomic
+
+SIDES = ("model", "twin")
+
+
+def _load(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def collect(run_dir: str | Path) -> dict:
+    d = Path(run_dir)
+    if not (d / "run.json").exists() and not (d / "artifacts").exists():
+        raise FileNotFoundError(f"{d} is not a run folder (no run.json); make one with `edgeconv run`")
+    data = {"dir": d, "run": _load(d / "run.json") or {}, "models": _load(d / "models.json") or {},
+            "manifest": {}, "verify": {}, "accuracy": {}, "records": []}
+    for side in SIDES:
+        a = d / "artifacts" / side
+        data["manifest"][side] = _load(a / "manifest.json")
+        data["verify"][side] = _load(a / "verify.json")
+        data["accuracy"][side] = _load(a / "accuracy.json")
+    results = d / "results.jsonl"
+    side_of_sha = {e["sha256"]: side for side in SIDES
+                   for e in (data["manifest"][side] or {}).get("files", {}).values()}
+    if results.exists():
+        for line in results.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                side = side_of_sha.get(rec.get("sha256"))
+                if side:  # the run folder may have moved since: point at where its files are now
+                    rec["artifact"] = str(d / "artifacts" / side)
+                data["records"].append(rec)
+    return data
+
+
+def _latest_ok(records):
+    from ..bench import latest
+    return [r for r in latest(records).values() if r.get("status") == "ok"]
+
+
+def _side_of(rec, d: Path) -> str | None:
+    art = Path(rec.get("artifact", "")).resolve()
+    for side in SIDES:
+        if art == (d / "artifacts" / side).resolve():
+            return side
+    return None
+
+
+# -- plots --------------------------------------------------------------------------------------
+def _plots(data: dict, out: Path) -> dict[str, Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {}
+    d = data["dir"]
+    recs = _latest_ok(data["records"])
+
+    if recs:
+        devices = sorted({r["device"]["name"] for r in recs})
+        fig, axes = plt.subplots(len(devices), 1, figsize=(9, 3.6 * len(devices)), squeeze=False)
+        for ax, dev in zip(axes[:, 0], devices):
+            keys = sorted({(r["runtime"], r["precision"], r["threads"]) for r in recs if r["device"]["name"] == dev})
+            width = 0.38
+            for i, side in enumerate(SIDES):
+                p50, err = [], []
+                for k in keys:
+                    r = next((r for r in recs if r["device"]["name"] == dev and _side_of(r, d) == side
+                              and (r["runtime"], r["precision"], r["threads"]) == k), None)
+                    s = record_stats(r) if r else {}
+                    p50.append(s.get("p50") or 0)
+                    err.append(max((s.get("p90") or 0) - (s.get("p50") or 0), 0))
+                xs = [j + (i - 0.5) * width for j in range(len(keys))]
+                ax.bar(xs, p50, width, yerr=[[0] * len(err), err], capsize=3,
+                       label=f"{side}" + (" (standard-conv twin)" if side == "twin" else ""))
+            ax.set_xticks(range(len(keys)), [f"{rt}\n{p} t{t}" for rt, p, t in keys], fontsize=8)
+            ax.set_ylabel("latency p50 (ms), whisker p90")
+            ax.set_title(f"latency on {dev}")
+            ax.set_yscale("log")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        plots["latency"] = out / "latency.png"
+        fig.savefig(plots["latency"], dpi=110)
+        plt.close(fig)
+
+        rows = compare_rows(data["records"], d / "artifacts" / "model", d / "artifacts" / "twin")
+        if rows:
+            fig, ax = plt.subplots(figsize=(9, 3.6))
+            labels = [f"{r['device']}\n{r['runtime']} {r['precision']}" for r in rows]
+            ax.bar(range(len(rows)), [r["latency_ratio"] for r in rows], color="tab:orange",
+                   label="measured latency ratio (twin / model)")
+            ax.axhline(rows[0]["mac_ratio"], color="tab:blue", ls="--", label=f"MAC ratio {rows[0]['mac_ratio']:.1f}x")
+            ax.axhline(rows[0]["param_ratio"], color="tab:green", ls=":", label=f"param ratio {rows[0]['param_ratio']:.1f}x")
+            ax.set_xticks(range(len(rows)), labels, fontsize=8)
+            ax.set_ylabel("twin / model")
+            ax.set_title("what depthwise-separable convs buy: standard-conv twin vs model")
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            plots["twin"] = out / "twin_speedup.png"
+            fig.savefig(plots["twin"], dpi=110)
+            plt.close(fig)
+
+    acc = [(side, r) for side in SIDES for r in (data["accuracy"].get(side) or {}).get("rows", []) if "fp32" in r]
+    if acc:
+        fig, ax = plt.subplots(figsize=(9, 3.6))
+        labels, f32, i8 = [], [], []
+        for side, r in acc:
+            labels.append(f"{side}\n{r['runtime']}")
+            f32.append(100 * r["fp32"]["top1"])
+            i8.append(100 * r["int8"]["top1"])
+        xs = range(len(acc))
+        ax.bar([x - 0.2 for x in xs], f32, 0.4, label="fp32 top-1")
+        ax.bar([x + 0.2 for x in xs], i8, 0.4, label="int8 top-1")
+        ax.set_xticks(list(xs), labels, fontsize=8)
+        ax.set_ylim(max(0, min(f32 + i8) - 10), 100.5)
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_title("int8 vs fp32 on held-out data, per runtime")
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        plots["accuracy"] = out / "accuracy.png"
+        fig.savefig(plots["accuracy"], dpi=110)
+        plt.close(fig)
+
+    models = data["models"]
+    if models:
+        fig, ax = plt.subplots(figsize=(9, 3.6))
+        for side, color in zip(SIDES, ("tab:blue", "tab:orange")):
+            blocks = models[side]["cost"]["blocks"]
+            ax.plot(range(len(blocks)), [b["macs"] / 1e6 for b in blocks], marker="o", color=color,
+                    label=f"{side}: {human(models[side]['cost']['macs'])} MACs, "
+                          f"{human(models[side]['cost']['params'])} params")
+        names = [b["name"] for b in models["model"]["cost"]["blocks"]]
+        ax.set_xticks(range(len(names)), names, rotation=60, fontsize=7)
+        ax.set_ylabel("MMACs per block")
+        ax.set_yscale("log")
+        ax.set_title("cost per block")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        plots["cost"] = out / "cost.png"
+        fig.savefig(plots["cost"], dpi=110)
+        plt.close(fig)
+    return plots
+
+
+# -- tables -------------------------------------------------------------------------------------
+def _tables(data: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
+    """(title, header, rows, note) for every section of the report."""
+    d = data["dir"]
+    sections = []
+    models = data["models"]
+    if models:
+        m, t = models["model"]["cost"], models["twin"]["cost"]
+        rows = [[side, human(c["params"]), human(c["macs"]), human(c["act_bytes"], "B")]
+                for side, c in (("model", m), ("standard-conv twin", t))]
+        rows.append(["twin / model", f"{t['params'] / m['params']:.2f}x", f"{t['macs'] / m['macs']:.2f}x", ""])
+        sections.append(("Model and twin", ["", "params", "MACs", "activations"], rows,
+                         f"{models['model']['name']} at input {m['input_shape']}; the twin replaces each "
+                         "depthwise(-separable) stage with a standard conv of the same kernel, stride and channels."))
+        for side in SIDES:
+            c = models[side]["cost"]
+            rows = [[b["name"], b["arch"], "x".join(map(str, b["out_shape"])), f"{b['params']:,}",
+                     f"{b['macs']:,}", f"{100 * b['macs'] / c['macs']:.1f}%"] for b in c["blocks"]]
+            sections.append((f"Per-block cost: {side}", ["block", "arch", "output", "params", "MACs", "share"],
+                             rows, ""))
+    recs = _latest_ok(data["records"])
+    if data["records"]:
+        rows = []
+        for r in sorted(data["records"], key=lambda r: (r.get("device", {}).get("name", ""), r.get("runtime", ""),
+                                                       r.get("precision", ""), str(_side_of(r, d)))):
+            s = record_stats(r) if r.get("status") == "ok" else {}
+            f = lambda v, spec=".2f": "" if v is None else format(v, spec)  # noqa: E731
+            rows.append([r.get("device", {}).get("name", ""), str(_side_of(r, d)), r.get("runtime", ""),
+                         r.get("precision", ""), str(r.get("threads", "")), f(s.get("p50")), f(s.get("p90")),
+                         f(s.get("mean")), f(100 * s["cov"], ".1f") + "%" if s.get("cov") is not None else "",
+                         str(s.get("n", "")), r.get("status", "") + (f": {r.get('error')}" if r.get("error") else "")])
+        sections.append(("Latency", ["device", "side", "runtime", "precision", "threads", "p50 ms", "p90 ms",
+                                     "mean ms", "CoV", "runs", "status"], rows,
+                         "Statistics computed from the raw per-run samples in results.jsonl."))
+        cmp = compare_rows(data["records"], d / "artifacts" / "model", d / "artifacts" / "twin")
+        if cmp:
+            rows = [[c["device"], c["runtime"], c["precision"], str(c["threads"]), f"{c['model_p50_ms']:.3f}",
+                     f"{c['twin_p50_ms']:.3f}", f"{c['latency_ratio']:.2f}x", f"{c['mac_ratio']:.2f}x",
+                     f"{c['param_ratio']:.2f}x"] for c in cmp]
+            sections.append(("Twin speedup", ["device", "runtime", "precision", "threads", "model p50 ms",
+                                              "twin p50 ms", "latency ratio", "MAC ratio", "param ratio"], rows,
+                             "Latency ratio = twin p50 / model p50, beside the ratio of their MACs and params."))
+    acc_rows = []
+    for side in SIDES:
+        acc = data["accuracy"].get(side)
+        if not acc:
+            continue
+        for r in acc.get("rows", []):
+            if "error" in r:
+                acc_rows.append([side, r.get("runtime", ""), "", "", "", "", "", "", f"error: {r['error']}"])
+                continue
+            ci = r.get("delta_top1") or {}
+            delta = f"{100 * ci.get('delta', 0):+.1f} [{100 * ci.get('ci_low', 0):+.1f}, {100 * ci.get('ci_high', 0):+.1f}]"
+            acc_rows.append([side, r["runtime"], f"{100 * r['fp32']['top1']:.1f}", f"{100 * r['int8']['top1']:.1f}",
+                             f"{100 * r['fp32']['top5']:.1f}", f"{100 * r['int8']['top5']:.1f}", delta,
+                             f"{100 * r['agreement']:.1f}%", f"{r['sqnr_db']:.1f}"])
+    if acc_rows:
+        info = (data["accuracy"].get("model") or {}).get("data", {})
+        sections.append(("Accuracy: int8 vs fp32", ["side", "runtime", "fp32 top-1", "int8 top-1", "fp32 top-5",
+                                                   "int8 top-5", "int8-fp32 (95% CI), points", "agreement",
+                                                   "logit SQNR dB"], acc_rows,
+                         f"{info.get('count', '?')} evaluation images from {info.get('source', '?')}; "
+                         f"{(info.get('calibration') or {}).get('how', '')}"))
+    size_rows = []
+    for side in SIDES:
+        man = data["manifest"].get(side) or {}
+        for name, e in man.get("files", {}).items():
+            r = e.get("int8_report") or {}
+            size_rows.append([side, name, human(e["bytes"], "B"), e["input"].get("layout") or "",
+                              e["input"]["dtype"], f"{r['ops_int8']}/{r['ops']}" if r else "",
+                              e["sha256"][:12]])
+    if size_rows:
+        sections.append(("Model files", ["side", "file", "size", "input layout", "input dtype", "int8 ops", "sha256"],
+                         size_rows, ""))
+    ver_rows = []
+    for side in SIDES:
+        v = data["verify"].get(side) or {}
+        for r in v.get("rows", []):
+            ver_rows.append([side, r["file"], f"{r['max_rel']:.1e}" if "max_rel" in r else "",
+                             f"{r['sqnr_db']:.1f}" if "sqnr_db" in r else "",
+                             f"{100 * r['agreement']:.0f}%" if "agreement" in r else "",
+                             "ok" if r["ok"] else f"FAIL {r.get('error', '')}"])
+    if ver_rows:
+        sections.append(("Parity (verify)", ["side", "file", "fp32 max rel err", "int8 SQNR dB vs eager",
+                                             "int8 top-1 agreement", "verdict"], ver_rows, ""))
+    env_rows = []
+    man = data["manifest"].get("model") or {}
+    for k, v in (man.get("versions") or {}).items():
+        env_rows.append(["host package", k, str(v)])
+    for dev in sorted({r["device"]["name"] for r in recs}):
+        r = next(r for r in recs if r["device"]["name"] == dev)
+        dv = r["device"]
+        for k in ("arch", "cpu", "cores", "governor", "emulated", "temp_c_before", "temp_c_after", "throttled"):
+            env_rows.append([f"device {dev}", k, str(dv.get(k))])
+        env_rows.append([f"device {dev}", "runtimes", ", ".join(sorted({f"{x['runtime']} {x.get('runtime_version', '')}"
+                                                                       for x in recs if x['device']['name'] == dev}))])
+    if env_rows:
+        sections.append(("Environment", ["where", "what", "value"], env_rows, ""))
+    return sections
+
+
+# -- writers ------------------------------------------------------------------------------------
+PLOT_AFTER = {"Model and twin": "cost", "Latency": "latency", "Twin speedup": "twin",
+              "Accuracy: int8 vs fp32": "accuracy"}
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
+text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;
+border:1px solid #eee}.note{color:#555;font-size:13px}h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em}"""
+
+
+def write_report(run_dir: str | Path) -> dict:
+    data = collect(run_dir)
+    d = data["dir"]
+    plots = _plots(data, d / "plots")
+    sections = _tables(data)
+    title = f"edgeconv report: {(data['models'].get('model') or {}).get('name', d.name)} vs its standard-conv twin"
+    stages = data["run"].get("stages", {})
+    stage_line = ", ".join(f"{k} {v.get('seconds', '?')} s" for k, v in stages.items() if v.get("status") == "done")
+
+    md = [f"# {title}", "", f"Run folder `{d}`. Stages: {stage_line or 'n/a'}.", ""]
+    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+         f"<p class='note'>Run folder <code>{html.escape(str(d))}</code>. Stages: {html.escape(stage_line or 'n/a')}.</p>"]
+    for name, header, rows, note in sections:
+        md += [f"## {name}", ""]
+        if note:
+            md += [note, ""]
+        md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+        md.append("")
+        h.append(f"<h2>{html.escape(name)}</h2>")
+        if note:
+            h.append(f"<p class='note'>{html.escape(note)}</p>")
+        h.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>")
+        h += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+        h.append("</table>")
+        plot = plots.get(PLOT_AFTER.get(name, ""))
+        if plot:
+            md += [f"![{name}](plots/{plot.name})", ""]
+            b64 = base64.b64encode(plot.read_bytes()).decode()
+            h.append(f"<img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'>")
+    h.append("</body></html>")
+    paths = {"html": d / "report.html", "md": d / "report.md", "plots": sorted(str(p) for p in plots.values())}
+    tmp = d / ".report.html.tmp"
+    tmp.write_text("\n".join(h))
+    tmp.replace(paths["html"])
+    (d / ".report.md.tmp").write_text("\n".join(md))
+    (d / ".report.md.tmp").replace(paths["md"])
+    write_json_atomic(d / "report.json", {"plots": paths["plots"], "sections": [s[0] for s in sections]})
+    return paths

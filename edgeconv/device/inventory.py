@@ -1,0 +1,89 @@
+"""Devices by name, from an inventory file (``devices.toml``)::
+
+    [devices.pi4]
+    transport = "ssh"
+    host = "192.168.1.42"
+    port = 22
+    user = "pi"
+    key = "~/.ssh/id_ed25519"
+    known_hosts = "~/.ssh/known_hosts"
+    python = "python3"
+    runtimes = ["onnxruntime", "litert"]
+    workdir = ".cache/edgeconv"
+
+``local`` (this machine) and ``qemu-arm64`` (the emulated arm64 device) need no entry.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_INVENTORY = "devices.toml"
+BUILTIN = {
+    "local": {"transport": "local"},
+    "qemu-arm64": {"transport": "qemu-arm64", "runtimes": ["onnxruntime", "litert"]},
+}
+FIELDS = ("transport", "host", "port", "user", "key", "known_hosts", "python", "runtimes",
+          "workdir", "serial", "native", "connect_timeout", "timeout")
+
+
+@dataclass
+class Device:
+    name: str
+    transport: str
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    key: str | None = None
+    known_hosts: str | None = None
+    python: str | None = None
+    runtimes: list[str] | None = None
+    workdir: str | None = None
+    serial: str | None = None
+    native: dict[str, str] = field(default_factory=dict)
+    connect_timeout: float = 10.0
+    timeout: float | None = None
+
+    def open(self):
+        """A Transport to this device (use as a context manager: cleanup on exit)."""
+        from . import get_transport
+        return get_transport(self.transport)(self)
+
+
+def load_inventory(path: str | Path | None) -> dict[str, dict]:
+    if path is None:
+        path = Path(DEFAULT_INVENTORY)
+        if not path.exists():
+            return {}
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"inventory {path} does not exist (see bench_device/devices.example.toml)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML ({e})") from None
+    devices = data.get("devices", {})
+    base = path.resolve().parent
+    for name, d in devices.items():
+        unknown = sorted(set(d) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"{path}: device {name!r} has unknown key(s) {unknown}; known: {', '.join(FIELDS)}")
+        if "transport" not in d:
+            raise ValueError(f"{path}: device {name!r} has no transport")
+        for k in ("key", "known_hosts"):  # relative to the inventory file, ~ expanded
+            if d.get(k):
+                p = Path(d[k]).expanduser()
+                d[k] = str(p if p.is_absolute() else base / p)
+    return devices
+
+
+def get_device(name: str, inventory: str | Path | None = None) -> Device:
+    devices = {**BUILTIN, **load_inventory(inventory)}
+    if name not in devices:
+        raise ValueError(f"unknown device {name!r}; known: {', '.join(sorted(devices))}"
+                         + ("" if inventory else f" (no --inventory given; looked for ./{DEFAULT_INVENTORY})"))
+    d = dict(devices[name])
+    from . import get_transport
+    get_transport(d["transport"])  # unknown transport: an error listing the known ones
+    return Device(name=name, **d)

@@ -1,0 +1,221 @@
+"""Per-block int8 error localisation, in PyTorch.
+
+The int8 model is simulated the way the TFLite and ExecuTorch exporters build it: batch norm
+folded, ``torch.export``, PT2E ``prepare_pt2e`` with the XNNPACK quantizer (per-channel
+symmetric int8 weights, per-tensor int8 activations), calibration, ``convert_pt2e`` (the
+quantize/dequantize pairs run in float: "fake quantized", the same arithmetic the int8 kernels
+approximate). Each top-level block's output (block boundaries: ``model.named_blocks()``; in the
+int8 graph, the dequantized tensor the next block reads) is compared with the fp32 model's on
+the same samples:
+
+* ``sqnr_db``: SQNR of the block's output against fp32 (the error accumulated up to there);
+* ``added_db``: how many dB this block lost, ``sqnr(previous block) - sqnr(this block)``
+  (the input's SQNR is infinite, so the first block's figure is its own SQNR and is
+  reported as ``added_db = None``; it is ranked by ``sqnr_db``... see ``_rank_key``).
+
+Ranked by the dB each block loses, the block that breaks stands out even when its error then
+propagates to everything after it. ``what_if_fp32`` re-quantizes with named blocks left in
+fp32 and reports the logits' SQNR and top-1 agreement with fp32, before and after.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .accuracy import sqnr_db, top1_agreement
+from .quantize import ClampFusingQuantizer, fold_batchnorm
+
+
+def _block_of(node, names: list[str]) -> str | None:
+    """The top-level block a graph node comes from (deepest match on its module path)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    best = None
+    for path, _ in stack.values():
+        path = path[len("L['self']."):] if path.startswith("L['self'].") else path
+        for b in names:
+            if path == b or path.startswith(b + "."):
+                if best is None or len(b) > len(best):
+                    best = b
+    return best
+
+
+def quantizer_for(keep_fp32: Iterable[str] = (), fuse_clamp: bool = True):
+    """The XNNPACK PT2E quantizer of the ExecuTorch exporter, with ``keep_fp32`` blocks left
+    unannotated (float). ``set_module_name(name, None)`` asserts in this quantizer version; the
+    annotators skip a ``None`` config, so it is set directly."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer, get_symmetric_quantization_config)
+    q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    for block in keep_fp32:
+        q.module_name_config[block] = None
+    return ClampFusingQuantizer(q) if fuse_clamp else q
+
+
+def quantize_pt2e(model: nn.Module, calib: np.ndarray, keep_fp32: Iterable[str] = (),
+                  quantizer=None, fuse_clamp: bool = True) -> torch.fx.GraphModule:
+    """Batch-norm-folded ``model`` quantized with PT2E and calibrated on ``calib`` (N x C x H x W),
+    one sample at a time like the exporters. Returns the converted (fake-quantized) graph module."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    folded = fold_batchnorm(model)
+    example = torch.from_numpy(np.ascontiguousarray(calib[:1]))
+    gm = torch.export.export(folded, (example,)).module()
+    gm = prepare_pt2e(gm, quantizer or quantizer_for(keep_fp32, fuse_clamp))
+    with torch.no_grad():
+        for i in range(len(calib)):
+            gm(torch.from_numpy(calib[i:i + 1]))
+    return convert_pt2e(gm, fold_quantize=False)
+
+
+def block_output_nodes(gm: torch.fx.GraphModule, names: list[str]) -> dict[str, torch.fx.Node]:
+    """For each block, the node holding its output as the rest of the graph reads it: the
+    block's last node, or the dequantize after its output quantize."""
+    last: dict[str, torch.fx.Node] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        b = _block_of(node, names)
+        if b is not None:
+            last[b] = node
+    out = {}
+    for b, node in last.items():
+        cur = node
+        q = [u for u in cur.users if "quantize_per_tensor" in str(u.target) and "dequant" not in str(u.target)]
+        if len(q) == 1:  # the output is requantized: read it through (one of) its dequantize(s)
+            dq = [u for u in q[0].users if "dequantize_per_tensor" in str(u.target)]
+            cur = dq[0] if dq else cur
+        out[b] = cur
+    return out
+
+
+def _capture_graph(gm: torch.fx.GraphModule, nodes: dict[str, torch.fx.Node], x: np.ndarray,
+                   batch: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    wanted = {n: b for b, n in nodes.items()}
+    got: dict[str, list] = {b: [] for b in nodes}
+    logits = []
+
+    class Rec(torch.fx.Interpreter):
+        def run_node(self, n):
+            r = super().run_node(n)
+            if n in wanted:
+                got[wanted[n]].append(r.detach().numpy().copy())
+            return r
+
+    with torch.no_grad():  # the graph was exported with a batch of 1, like the model files
+        for i in range(len(x)):
+            logits.append(Rec(gm).run(torch.from_numpy(x[i:i + 1])).detach().numpy())
+    return {b: np.concatenate(v) for b, v in got.items()}, np.concatenate(logits)
+
+
+def _capture_eager(model: nn.Module, names: list[str], x: np.ndarray, batch: int):
+    mods = dict(model.named_modules())
+    got: dict[str, list] = {b: [] for b in names}
+    hooks = [mods[b].register_forward_hook(lambda m, i, o, b=b: got[b].append(o.detach().numpy().copy()))
+             for b in names]
+    logits = []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch):
+                logits.append(model(torch.from_numpy(x[i:i + batch])).numpy())
+    finally:
+        for h in hooks:
+            h.remove()
+    return {b: np.concatenate(v) for b, v in got.items()}, np.concatenate(logits)
+
+
+@dataclass
+class BlockError:
+    name: str
+    arch: str
+    sqnr_db: float
+    added_db: float | None
+    rank: int = 0
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "arch": self.arch, "sqnr_db": self.sqnr_db, "added_db": self.added_db,
+                "rank": self.rank}
+
+
+def _rank_key(e: BlockError) -> float:
+    # the first block has no previous SQNR: the dB it lost is "infinity - its own SQNR";
+    # it is ranked by how far its SQNR is below the next-worst drop scale (~40 dB clean int8)
+    return e.added_db if e.added_db is not None else max(0.0, 40.0 - e.sqnr_db)
+
+
+def localize(model: nn.Module, calib: np.ndarray, x: np.ndarray | None = None, *, keep_fp32: Iterable[str] = (),
+             quantized: torch.fx.GraphModule | None = None, batch: int = 16) -> dict:
+    """Per-block SQNR of the int8 (PT2E, XNNPACK quantizer) model against fp32.
+
+    ``calib``: calibration samples; ``x``: samples to measure on (default: ``calib``, as in the
+    issue: the error the calibration itself leaves). ``quantized``: an already converted graph
+    module (e.g. one with a deliberately corrupted scale) instead of quantizing here.
+    Returns {"blocks": [BlockError dicts in model order], "ranked": [names, worst first],
+    "logits_sqnr_db", "agreement"}.
+    """
+    x = calib if x is None else x
+    names = [n for n, _ in model.named_blocks()]
+    arch = getattr(model, "arch", {})
+    gm = quantized if quantized is not None else quantize_pt2e(model, calib, keep_fp32)
+    ref_blocks, ref_logits = _capture_eager(fold_batchnorm(model), names, x, batch)
+    nodes = block_output_nodes(gm, names)
+    q_blocks, q_logits = _capture_graph(gm, nodes, x, batch)
+    rows, prev = [], None
+    for b in names:
+        if b not in q_blocks:
+            continue
+        s = sqnr_db(ref_blocks[b], q_blocks[b].reshape(ref_blocks[b].shape))
+        rows.append(BlockError(b, arch.get(b, ""), s, None if prev is None else prev - s))
+        prev = s
+    for rank, e in enumerate(sorted(rows, key=_rank_key, reverse=True), 1):
+        e.rank = rank
+    return {"blocks": [e.to_dict() for e in rows],
+            "ranked": [e.name for e in sorted(rows, key=lambda e: e.rank)],
+            "logits_sqnr_db": sqnr_db(ref_logits, q_logits), "agreement": top1_agreement(ref_logits, q_logits),
+            "keep_fp32": list(keep_fp32), "count": int(len(x)),
+            "method": "PT2E XNNPACK quantizer (per-channel symmetric int8 weights, per-tensor int8 "
+                      "activations), fake-quantized in PyTorch; BN folded"}
+
+
+def what_if_fp32(model: nn.Module, calib: np.ndarray, x: np.ndarray, keep_fp32: Iterable[str],
+                 y: np.ndarray | None = None, batch: int = 16) -> dict:
+    """Logit SQNR and top-1 agreement with fp32 (and top-1 against ``y`` if given) of the int8
+    simulation with every block int8, and with ``keep_fp32`` blocks left in fp32."""
+    ref_logits = _capture_eager(fold_batchnorm(model), [], x, batch)[1]
+    out = {}
+    for label, keep in (("all_int8", ()), ("keep_fp32", tuple(keep_fp32))):
+        gm = quantize_pt2e(model, calib, keep)
+        q = _capture_graph(gm, {}, x, batch)[1]
+        out[label] = {"keep_fp32": list(keep), "logits_sqnr_db": sqnr_db(ref_logits, q),
+                      "agreement": top1_agreement(ref_logits, q)}
+        if y is not None:
+            out[label]["top1"] = float(np.mean(q.argmax(1) == y))
+    if y is not None:
+        out["fp32_top1"] = float(np.mean(ref_logits.argmax(1) == y))
+    return out
+
+
+def corrupt_weight_scale(gm: torch.fx.GraphModule, block: str, names: list[str], factor: float = 8.0) -> int:
+    """Test helper: multiply the weight dequantize scale of every conv/linear in ``block`` by
+    ``factor`` (the int8 path only; fp32 is untouched). Returns how many scales changed."""
+    changed = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or _block_of(node, names) != block or \
+                node.target not in (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default):
+            continue
+        dq = node.args[1]
+        if "dequantize_per_channel" not in str(getattr(dq, "target", "")) or dq.args[1].op != "get_attr":
+            continue
+        attr = f"_corrupted_scale_{changed}_{node.name}"
+        gm.register_buffer(attr, getattr(gm, dq.args[1].target) * factor)
+        with gm.graph.inserting_before(dq):
+            new_scale = gm.graph.get_attr(attr)
+        dq.args = (dq.args[0], new_scale, *dq.args[2:])
+        changed += 1
+    gm.recompile()
+    return changed
+
+
+Runner = Callable[[np.ndarray], np.ndarray]

@@ -1,0 +1,167 @@
+"""`edgeconv run` end to end on the embedded default (shortened), the report in a real
+headless browser, resume after a kill, and config errors."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgeconv.cli import main
+from edgeconv.run import STAGES, RunConfig
+
+FAST = """
+[model]
+model = "tiny"
+train_epochs = 3
+[export]
+formats = ["onnx", "tflite", "executorch"]
+[bench]
+devices = ["local"]
+warmup = 2
+min_runs = 10
+min_seconds = 0.1
+"""
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    cfg = d / "fast.toml"
+    cfg.write_text(FAST)
+    res = CliRunner().invoke(main, ["run", str(cfg), "--out", str(d / "run")])
+    assert res.exit_code == 0, res.output
+    return d / "run"
+
+
+def test_every_stage_recorded_and_consistent(finished_run):
+    d = finished_run
+    state = json.loads((d / "run.json").read_text())
+    assert [s for s in STAGES if state["stages"][s]["status"] == "done"] == list(STAGES)
+    models = json.loads((d / "models.json").read_text())
+    assert models["twin"]["cost"]["macs"] > models["model"]["cost"]["macs"]
+    for side in ("model", "twin"):
+        assert (d / "checkpoints" / f"{side}.pt").exists()
+        man = json.loads((d / "artifacts" / side / "manifest.json").read_text())
+        assert len(man["files"]) == 6 and not man["errors"]
+        assert man["macs"] == models[side]["cost"]["macs"]
+        assert json.loads((d / "artifacts" / side / "verify.json").read_text())["ok"]
+        acc = json.loads((d / "artifacts" / side / "accuracy.json").read_text())
+        assert {r["runtime"] for r in acc["rows"]} == {"onnxruntime", "litert", "executorch"}
+        assert acc["data"]["count"] == 500
+    records = [json.loads(line) for line in (d / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and all(r["status"] == "ok" and len(r["samples_ms"]) >= 10 for r in records)
+    shas = {e["sha256"] for side in ("model", "twin")
+            for e in json.loads((d / "artifacts" / side / "manifest.json").read_text())["files"].values()}
+    assert {r["sha256"] for r in records} == shas
+    md = (d / "report.md").read_text()
+    for section in ("Per-block cost: model", "Latency", "Twin speedup", "Accuracy: int8 vs fp32",
+                    "Model files", "Environment"):
+        assert f"## {section}" in md
+
+
+def test_plots_are_real_images(finished_run):
+    from PIL import Image
+    plots = sorted((finished_run / "plots").glob("*.png"))
+    assert {p.stem for p in plots} == {"cost", "latency", "twin_speedup", "accuracy"}
+    for p in plots:
+        with Image.open(p) as img:
+            assert img.width > 300 and img.height > 200
+            assert len(set(img.convert("L").getdata())) > 10  # drawn, not blank
+
+
+def test_report_rebuilds_from_files_alone(finished_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    for f in ["report.html", "report.md", *(f"plots/{p.name}" for p in (copy / "plots").glob("*.png"))]:
+        (copy / f).unlink()
+    res = CliRunner().invoke(main, ["report", str(copy)])
+    assert res.exit_code == 0, res.output
+    assert (copy / "report.html").stat().st_size > 10_000 and len(list((copy / "plots").glob("*.png"))) == 4
+
+
+def test_report_in_headless_chromium(finished_run):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1200,900"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    from selenium.webdriver.chrome.service import Service
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    try:
+        driver.get((finished_run / "report.html").resolve().as_uri())
+        widths = driver.execute_script(
+            "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+        assert len(widths) == 4 and all(w > 0 for w in widths), widths
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        assert "edgeconv report" in driver.title
+    finally:
+        driver.quit()
+
+
+def test_kill_during_bench_then_resume(tmp_path):
+    cfg = tmp_path / "slow_bench.toml"
+    cfg.write_text(FAST.replace("train_epochs = 3", "train_epochs = 1")
+                   .replace("min_seconds = 0.1", "min_seconds = 1.5")
+                   .replace('formats = ["onnx", "tflite", "executorch"]', 'formats = ["onnx", "tflite"]'))
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgeconv", "run", str(cfg), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    results = out / "results.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (results.exists() and results.read_text().count("\n") >= 2):
+        assert proc.poll() is None, "the run ended before the bench stage"
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((out / "run.json").read_text())
+    assert state["stages"]["bench"]["status"] == "running" and state["stages"]["export"]["status"] == "done"
+    before = len([line for line in results.read_text().splitlines() if line.strip()])
+    assert 2 <= before < 8
+    ckpt_mtime = (out / "checkpoints" / "model.pt").stat().st_mtime
+    onnx_mtime = (out / "artifacts" / "model" / "model_int8.onnx").stat().st_mtime
+    res = CliRunner().invoke(main, ["run", str(cfg), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    for stage in ("build", "train", "export", "verify", "check"):
+        assert f"[{stage}] done before, skipped" in res.output
+    assert (out / "checkpoints" / "model.pt").stat().st_mtime == ckpt_mtime
+    assert (out / "artifacts" / "model" / "model_int8.onnx").stat().st_mtime == onnx_mtime
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len(records) == 8 and all(r["status"] == "ok" for r in records)  # finished ones not redone
+    assert (out / "report.html").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[model]\nmodle = "tiny"\n', "unknown key 'modle'; allowed keys: model, "),
+    ('[export]\nformats = ["onnx", "coreml"]\n', "key 'formats': 'coreml' is not allowed; allowed values: "
+                                                  "onnx, tflite, executorch"),
+    ('[model]\nmodel = "resnet50"\n', "key 'model' = 'resnet50': allowed values: efficientnet_lite0, "),
+    ('[bench]\nthreads = [0]\n', "key 'threads' = [0]"),
+    ('[bench]\nmin_runs = "ten"\n', "key 'min_runs' = 'ten': expected int"),
+    ("model = [", "not valid TOML"),
+])
+def test_broken_config_names_key_and_allowed_values(tmp_path, text, message):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    res = CliRunner().invoke(main, ["run", str(cfg), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2
+    assert message in " ".join(res.output.split())
+    assert not (tmp_path / "run").exists()
+
+
+def test_default_config_is_valid():
+    cfg = RunConfig()
+    cfg.validate()
+    assert cfg.model == "tiny" and cfg.data == "digits" and cfg.devices == ["local"]
