@@ -46,11 +46,16 @@ def main():
     """Depthwise-separable conv nets, from spec to phone.
 
     \b
-    The flow, one verb a stage:
-      edgeconv models                      the zoo, with params and MACs
-      edgeconv info mobilenet_v2 --twin    per-block cost table, model vs its standard-conv twin
-      edgeconv export tiny                 int8 + fp32 to ONNX, TFLite, ExecuTorch (artifact folder)
-      edgeconv verify artifacts/tiny       parity matrix across runtimes
+    The flow, one verb a stage (`edgeconv run` chains them on the embedded default):
+      edgeconv models                        the zoo, with params and MACs
+      edgeconv info mobilenet_v2 --twin      per-block cost table, model vs its standard-conv twin
+      edgeconv train tiny --out tiny.pt      train on the bundled digits
+      edgeconv export tiny --weights tiny.pt int8 + fp32 to ONNX, TFLite, ExecuTorch (artifact folder)
+      edgeconv verify artifacts/tiny         parity matrix across runtimes
+      edgeconv check artifacts/tiny --data digits   fp32 vs int8 accuracy per runtime
+      edgeconv bench artifacts/tiny --device local,qemu-arm64   latency -> results.jsonl
+      edgeconv compare mobilenet_v2          latency of model vs its standard-conv twin
+      edgeconv run                           all of it, with a report (runs/default/report.html)
     """
 
 
@@ -362,12 +367,10 @@ def report_cmd(run_dir):
 
 
 def _add_commands() -> None:
-    import importlib
-    from pathlib import Path
-    for name in ("cli_device", "cli_accuracy"):
-        if (Path(__file__).parent / f"{name}.py").exists():
-            for cmd in importlib.import_module(f"edgeconv.{name}").COMMANDS:
-                main.add_command(cmd)
+    from .cli_accuracy import COMMANDS as accuracy_commands
+    from .cli_device import COMMANDS as device_commands
+    for cmd in (*accuracy_commands, *device_commands):
+        main.add_command(cmd)
 
 
 _add_commands()
