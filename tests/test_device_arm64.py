@@ -67,3 +67,22 @@ def test_bench_on_arm64(arm64_python, tiny_artifact, tmp_path):
         assert r["device"]["arch"] == "aarch64" and r["device"]["emulated"].startswith("qemu-aarch64")
         assert "Cortex-A76" in r["device"]["cpu"] and len(r["samples_ms"]) >= 3
     assert [json.loads(line)["status"] for line in results.read_text().splitlines()] == ["ok", "ok"]
+
+
+def test_check_on_arm64_beside_host(arm64_python, tiny_artifact, tmp_path):
+    """`check --device qemu-arm64`: the int8 files scored through the device runner on the
+    emulated ARM CPU, beside the host's fp32 figures; same labels, same model files."""
+    from click.testing import CliRunner
+
+    from edgeconv.cli import main
+    res = CliRunner().invoke(main, ["check", str(tiny_artifact), "--data", "digits", "--limit", "48",
+                                    "--max-drop", "100", "--device", "qemu-arm64", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output[res.output.index("{"):])
+    rows = {r["runtime"]: r for r in doc["rows"]}
+    assert set(rows) == {"onnxruntime", "litert"}
+    for r in rows.values():
+        assert "error" not in r, r
+        assert r["sqnr_db"] > 20  # the ARM int8 logits track the host's fp32 ones
+    assert doc["int8_device"] == "qemu-arm64"
+    assert doc["data"]["count"] == 48

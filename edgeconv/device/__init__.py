@@ -82,3 +82,38 @@ class Transport:
 
     def __exit__(self, *exc):
         self.cleanup()
+
+
+def model_runner(name: str, inventory: str | Path | None = None, threads: int = 1):
+    """A callable ``(model_file, inputs NCHW float32) -> outputs`` that runs the file on device
+    ``name`` through the agent (``agent.py MODEL --inputs x.npy --outputs y.npy``): what
+    ``edgeconv check --device`` uses to score int8 on the device's own kernels."""
+    import tempfile
+    from pathlib import PurePosixPath
+
+    import numpy as np
+
+    from .inventory import get_device
+    device = get_device(name, inventory)
+
+    def run(model_file: Path, x: np.ndarray) -> np.ndarray:
+        model_file = Path(model_file)
+        with tempfile.TemporaryDirectory() as tmp, device.open() as tr:
+            if not tr.has_agent_python():
+                raise TransportError(f"device {name!r} has no Python for the agent; running given inputs "
+                                     "needs one (set 'python' in its inventory entry)")
+            tr.push_agent()
+            remote_model = tr.push([model_file, model_file.parent / "manifest.json"])[0]
+            inputs = Path(tmp) / f"inputs-{model_file.stem}.npy"
+            np.save(inputs, np.ascontiguousarray(x, np.float32))
+            remote_inputs = tr.push([inputs], group="inputs")[0]
+            remote_outputs = str(PurePosixPath(remote_inputs).parent / f"outputs-{model_file.stem}.npy")
+            rc, out, err = tr.run([tr.python, tr.agent, remote_model, "--threads", str(threads),
+                                   "--inputs", remote_inputs, "--outputs", remote_outputs])
+            if rc != 0:
+                raise TransportError(f"agent on {name} failed (rc {rc}): {(err or out).strip()[-600:]}")
+            local = Path(tmp) / "outputs.npy"
+            tr.pull(remote_outputs, local)
+            return np.load(local)
+
+    return run
