@@ -113,14 +113,15 @@ class OnnxExporter:
                 self._export_fp32(model, example, fp32)
                 quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
                 input_name = onnx.load(str(pre)).graph.input[0].name
-                quantize_static(
-                    str(pre), str(path), calibration_data_reader=Reader(input_name),
-                    quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
-                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                    calibrate_method=methods[quant.method],
-                    nodes_to_exclude=self._excluded(pre, quant.keep_fp32),
-                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
-                                   **quant.extra.get("onnx", {})})
+                with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their ranges
+                    quantize_static(
+                        str(pre), str(path), calibration_data_reader=Reader(input_name),
+                        quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                        calibrate_method=methods[quant.method],
+                        nodes_to_exclude=self._excluded(pre, quant.keep_fp32),
+                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
+                                       **quant.extra.get("onnx", {})})
         m = onnx.load(str(path))
         onnx.checker.check_model(m)
         return {"input": _io(m.graph.input[0]) | {"shape_nchw": list(example.shape)},
