@@ -54,7 +54,59 @@ VARIANTS = {
     "fuse_clamp_calib32": ({"_fuse_clamp": True, "calib_count": 32}, ("tflite", "executorch")),
     "fuse_clamp_keep_b0": ({"_fuse_clamp": True, "keep_fp32": ("blocks.0",)}, FORMATS),
     "fuse_clamp_keep_stem_b0": ({"_fuse_clamp": True, "keep_fp32": ("stem", "blocks.0")}, FORMATS),
+    # PT2E recipe experiments (exporters already wrap ClampFusingQuantizer)
+    "keep_b0": ({"keep_fp32": ("blocks.0",)}, ("tflite", "executorch")),
+    "obs_minmax": ({"_act_observer": "minmax"}, ("tflite", "executorch")),
+    "obs_movavg": ({"_act_observer": "movavg"}, ("tflite", "executorch")),
+    "obs_hist8k": ({"_act_observer": "hist8k"}, ("tflite", "executorch")),
+    "cle_b0": ({"_cle": (("blocks.0.project", "blocks.1.expand"),)}, ("tflite", "executorch")),
 }
+
+
+def _patch_act_observer(kind) -> None:
+    """Swap the activation observer the PT2E symmetric configs are built with (both quantizer
+    modules bind ``HistogramObserver`` by name; their config factories are lru_cached)."""
+    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq
+    from litert_torch.quantize import pt2e_quantizer as lq
+    from torchao.quantization.pt2e import observer as ob
+    ctr = {None: ob.HistogramObserver, "minmax": ob.MinMaxObserver,
+           "movavg": ob.MovingAverageMinMaxObserver,
+           "hist8k": ob.HistogramObserver.with_args(bins=8192)}[kind]
+    for mod in (xq, lq):
+        mod.HistogramObserver = ctr
+        mod.get_symmetric_quantization_config.cache_clear()
+
+
+def equalize_pair(model, a: str, b: str):
+    """Cross-layer equalization of a linear conv ``a`` (no activation) feeding conv ``b``
+    (BN already folded): output channel i of ``a`` scaled by 1/s_i, input channel i of ``b``
+    by s_i, s_i = sqrt(r_a,i / r_b,i) with r the per-channel weight ranges. Exact in fp32;
+    evens out the per-tensor activation range between them."""
+    ca = model.get_submodule(a).conv
+    cb = model.get_submodule(b).conv
+    with torch.no_grad():
+        ra = ca.weight.abs().flatten(1).amax(1)
+        rb = cb.weight.abs().transpose(0, 1).flatten(1).amax(1)
+        s = torch.sqrt(ra / rb).clamp_min(1e-8)
+        ca.weight.div_(s.reshape(-1, 1, 1, 1))
+        ca.bias.div_(s)
+        cb.weight.mul_(s.reshape(1, -1, 1, 1))
+    return model
+
+
+def _patch_cle(pairs) -> None:
+    import edgeconv.export as ex
+    from edgeconv.quantize import fold_batchnorm
+    if not pairs:
+        ex.fold_batchnorm = fold_batchnorm
+        return
+
+    def fold_and_equalize(model):
+        m = fold_batchnorm(model)
+        for a, b in pairs:
+            equalize_pair(m, a, b)
+        return m
+    ex.fold_batchnorm = fold_and_equalize
 
 
 def _patch_pt2e(fuse_clamp: bool) -> None:
@@ -117,6 +169,8 @@ def main(argv=None) -> int:
         fields, applies = VARIANTS[name]
         fields = dict(fields)
         _patch_pt2e(fields.pop("_fuse_clamp", False))
+        _patch_act_observer(fields.pop("_act_observer", None))
+        _patch_cle(fields.pop("_cle", ()))
         quant = QuantConfig(**{"calib_count": args.calib_pool, **fields})
         fmts = [f for f in formats if f in applies]
         t0 = time.time()

