@@ -67,6 +67,12 @@ def _plots(data: dict, out: Path) -> dict[str, Path]:
     import matplotlib.pyplot as plt
     out.mkdir(parents=True, exist_ok=True)
     plots = {}
+
+    def save(fig, key: str, name: str) -> None:
+        fig.tight_layout()
+        plots[key] = out / name
+        fig.savefig(plots[key], dpi=110)
+        plt.close(fig)
     d = data["dir"]
     recs = _latest_ok(data["records"])
 
@@ -92,10 +98,7 @@ def _plots(data: dict, out: Path) -> dict[str, Path]:
             ax.set_title(f"latency on {dev}")
             ax.set_yscale("log")
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        plots["latency"] = out / "latency.png"
-        fig.savefig(plots["latency"], dpi=110)
-        plt.close(fig)
+        save(fig, "latency", "latency.png")
 
         rows = compare_rows(data["records"], d / "artifacts" / "model", d / "artifacts" / "twin")
         if rows:
@@ -109,10 +112,7 @@ def _plots(data: dict, out: Path) -> dict[str, Path]:
             ax.set_ylabel("twin / model")
             ax.set_title("what depthwise-separable convs buy: standard-conv twin vs model")
             ax.legend(fontsize=8)
-            fig.tight_layout()
-            plots["twin"] = out / "twin_speedup.png"
-            fig.savefig(plots["twin"], dpi=110)
-            plt.close(fig)
+            save(fig, "twin", "twin_speedup.png")
 
     acc = [(side, r) for side in SIDES for r in (data["accuracy"].get(side) or {}).get("rows", []) if "fp32" in r]
     if acc:
@@ -130,10 +130,7 @@ def _plots(data: dict, out: Path) -> dict[str, Path]:
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title("int8 vs fp32 on held-out data, per runtime")
         ax.legend(fontsize=8, loc="lower right")
-        fig.tight_layout()
-        plots["accuracy"] = out / "accuracy.png"
-        fig.savefig(plots["accuracy"], dpi=110)
-        plt.close(fig)
+        save(fig, "accuracy", "accuracy.png")
 
     models = data["models"]
     if models:
@@ -149,10 +146,7 @@ def _plots(data: dict, out: Path) -> dict[str, Path]:
         ax.set_yscale("log")
         ax.set_title("cost per block")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        plots["cost"] = out / "cost.png"
-        fig.savefig(plots["cost"], dpi=110)
-        plt.close(fig)
+        save(fig, "cost", "cost.png")
     return plots
 
 
