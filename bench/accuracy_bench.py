@@ -59,6 +59,9 @@ VARIANTS = {
     "obs_minmax": ({"_act_observer": "minmax"}, ("tflite", "executorch")),
     "obs_movavg": ({"_act_observer": "movavg"}, ("tflite", "executorch")),
     "obs_hist8k": ({"_act_observer": "hist8k"}, ("tflite", "executorch")),
+    # keep_b0 with litert-torch's module-name filter fixed (it strips "L__self___", torch.export's
+    # nn_module_stack keys are now "L__self__blocks.0...", so keep_fp32 was silently ignored)
+    "keep_b0_fixed": ({"keep_fp32": ("blocks.0",), "_fix_litert_filter": True}, ("tflite", "executorch")),
     "cle_b0": ({"_cle": (("blocks.0.project", "blocks.1.expand"),)}, ("tflite", "executorch")),
 }
 
@@ -75,6 +78,14 @@ def _patch_act_observer(kind) -> None:
     for mod in (xq, lq):
         mod.HistogramObserver = ctr
         mod.get_symmetric_quantization_config.cache_clear()
+
+
+def _patch_litert_name_filter(on: bool) -> None:
+    from litert_torch.quantize import pt2e_quantizer as lq
+    from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+    orig = getattr(lq, "_edgeconv_orig_name_filter", lq._get_module_name_filter)
+    lq._edgeconv_orig_name_filter = orig
+    lq._get_module_name_filter = get_module_name_filter if on else orig
 
 
 def equalize_pair(model, a: str, b: str):
@@ -171,6 +182,7 @@ def main(argv=None) -> int:
         _patch_pt2e(fields.pop("_fuse_clamp", False))
         _patch_act_observer(fields.pop("_act_observer", None))
         _patch_cle(fields.pop("_cle", ()))
+        _patch_litert_name_filter(fields.pop("_fix_litert_filter", False))
         quant = QuantConfig(**{"calib_count": args.calib_pool, **fields})
         fmts = [f for f in formats if f in applies]
         t0 = time.time()

@@ -105,3 +105,19 @@ def test_verify_passes_and_writes_json(exported):
     assert len(res["rows"]) == 2 * len(FORMATS)
     assert len(res["int8_pairs"]) == 3
     assert json.loads((art.path / "verify.json").read_text())["ok"] is True
+
+
+def test_keep_fp32_leaves_exactly_the_named_block_float(tmp_path):
+    from edgeconv.quantize import QuantConfig
+    model = create_model("tiny")
+    calib = load_data("digits", input_shape=model.input_shape, preprocess=model.spec.preprocess, calib_count=16)
+    art = export(model, calib=calib.x, precisions=["int8"], out=tmp_path / "a",
+                 quant=QuantConfig(calib_count=16, keep_fp32=("blocks.2",)))
+    assert art.errors == []
+    kept = sum(isinstance(m, torch.nn.Conv2d) for m in dict(model.named_modules())["blocks.2"].modules())
+    total = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert kept == 3
+    for fmt in FORMATS:
+        report = art.files[art.file(fmt, "int8").name]["int8_report"]
+        assert report["convs_int8"] == total - kept, (fmt, report)
+        assert report["ops_int8"] < report["ops"] and report["float_ops"], (fmt, report)

@@ -102,8 +102,12 @@ class ExecuTorchExporter:
             report["convs_int8"] = sum(conv_ok) if convs_outside == 0 else 0
             report["linear_int8"] = sum(ok for kind, ok in quant_rows if kind == "linear")
         report["ops"] = report["ops_delegated"] + report["ops_portable"]
-        report["ops_int8"] = report["ops_delegated"] if quant_rows is not None else 0
-        report["float_ops"] = portable
+        # delegated ops run int8 except the convs/linears left float (keep_fp32): XNNPACK takes those in fp32
+        float_compute = sum(not ok for _, ok in quant_rows) if quant_rows is not None else 0
+        report["ops_int8"] = report["ops_delegated"] - float_compute if quant_rows is not None else 0
+        report["float_ops"] = dict(portable)
+        if float_compute:
+            report["float_ops"]["convolution/linear kept fp32"] = float_compute
         return report
 
     def inspect(self, path: Path) -> dict:

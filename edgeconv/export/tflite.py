@@ -116,7 +116,15 @@ class TFLiteExporter:
             from litert_torch.quantize.quant_config import QuantConfig as LiteRTQuantConfig
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+            from litert_torch.quantize import pt2e_quantizer
+            from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
             from ..quantize import ClampFusingQuantizer
+
+            # litert-torch's module-name filter expects torch.export's old "L__self___blocks_0"
+            # labels; today's "L__self__blocks.0..." never match, so keep_fp32 was ignored.
+            # torchao's filter (the one the XNNPACK quantizer uses) reads the current labels.
+            pt2e_quantizer._get_module_name_filter = get_module_name_filter
             quantizer = PT2EQuantizer().set_global(
                 get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
             for block in quant.keep_fp32:
