@@ -166,6 +166,17 @@ def parse_block(arch: str) -> BlockSpec:
         raise ValueError(f"arch string {arch!r}: {e}") from None
 
 
+def read_toml(path: str | Path, what: str = "file", hint: str = "") -> dict:
+    """A TOML file as a dict; a missing file or bad TOML is an error naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist{hint}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML: {e}") from None
+
+
 def make_divisible(value: float, divisor: int = 8) -> int:
     """Round channels to a multiple of ``divisor``, never below 90% of ``value`` (MobileNetV2)."""
     new = max(divisor, int(value + divisor / 2) // divisor * divisor)
@@ -248,11 +259,7 @@ class ModelSpec:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> ModelSpec:
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{path}: not valid TOML: {e}") from None
+        data = read_toml(path, "model spec file")
         try:
             return cls.from_dict(data)
         except (TypeError, ValueError) as e:

@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,13 +55,9 @@ def load_inventory(path: str | Path | None) -> dict[str, dict]:
         path = Path(DEFAULT_INVENTORY)
         if not path.exists():
             return {}
+    from ..spec import read_toml
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"inventory {path} does not exist (see bench_device/devices.example.toml)")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: not valid TOML ({e})") from None
+    data = read_toml(path, "inventory", " (see bench_device/devices.example.toml)")
     devices = data.get("devices", {})
     base = path.resolve().parent
     for name, d in devices.items():
