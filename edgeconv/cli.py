@@ -226,16 +226,13 @@ def export(model, twin, weights, pretrained, width, input_size, formats, precisi
       edgeconv export tiny --formats tflite --precision int8 --channels-last --int8-io --android android_demo
     """
     from .data import load_data
-    from .export import export as do_export, formats as known_formats
+    from .export import export as do_export, formats as known_formats, refuse_existing
     from .quantize import QuantConfig
     fmts = _csv(formats, known_formats(), "--formats")
     precs = _csv(precision, ["fp32", "int8"], "--precision")
     net = build(model, twin, weights, pretrained, width, input_size)
     out = out or f"artifacts/{net.spec.name}{'_twin' if twin else ''}"
-    from pathlib import Path
-    if Path(out).exists() and any(Path(out).iterdir()) and not force:
-        raise FileExistsError(f"{out} already exists and is not empty; pass --force to overwrite it or "
-                              "choose another --out")
+    refuse_existing(out, force)  # before calibration data is loaded
     quant = QuantConfig(method=calib_method, calib_count=calib_count,
                         keep_fp32=tuple(b for b in keep_fp32.split(",") if b),
                         channels_last=channels_last, int8_io=int8_io)

@@ -188,6 +188,7 @@ class Run:
     def export(self):
         from .data import load_data
         from .export import export
+        from .quantize import QuantConfig
         from .zoo import load_weights
         info = {}
         for side in ("model", "twin"):
@@ -197,7 +198,6 @@ class Run:
                 load_weights(model, w)
             calib = load_data(self.cfg.data, input_shape=model.input_shape, preprocess=model.spec.preprocess,
                               calib_count=self.cfg.calib_count, class_index=self.cfg.class_index or None)
-            from .quantize import QuantConfig
             art = export(model, calib=calib.x, out=self.dir / "artifacts" / side, force=True,
                          formats=self.cfg.formats, precisions=self.cfg.precisions,
                          quant=QuantConfig(calib_count=self.cfg.calib_count),

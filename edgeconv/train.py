@@ -10,7 +10,6 @@ the metrics is written beside it.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .accuracy import max_errors, sqnr_db, top1_agreement
+from .accuracy import max_errors, run_local, sqnr_db, top1_agreement
 from .export import Artifact, sha256, write_json_atomic
 
 
@@ -56,11 +56,6 @@ def verify_inputs(art: Artifact, count: int = 32) -> tuple[np.ndarray, str]:
     return np.random.default_rng(1).standard_normal((count, *shape)).astype(np.float32), f"random ({count})"
 
 
-def run_file(path: Path, entry: dict, x: np.ndarray, threads: int = 1) -> np.ndarray:
-    from bench_device.agent import Session
-    return Session(path, threads=threads, entry=entry).run(x)
-
-
 def verify(artifact: str | Path, thresholds: Thresholds = Thresholds(), count: int = 32,
            inputs: np.ndarray | None = None) -> dict:
     art = Artifact.load(artifact)
@@ -77,7 +72,7 @@ def verify(artifact: str | Path, thresholds: Thresholds = Thresholds(), count: i
             if entry.get("sha256") and sha256(path) != entry["sha256"]:
                 raise ValueError(f"{path} ({entry['format']}): sha256 differs from the manifest; the "
                                  "file changed or was truncated after export; export it again")
-            y = run_file(path, entry, x)
+            y = run_local(path, x)
             outputs[name] = y
             if entry["precision"] == "fp32":
                 row["max_abs"], row["max_rel"] = max_errors(ref, y)

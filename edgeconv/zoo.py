@@ -5,13 +5,14 @@
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import blocks as B
-from .cost import BlockRow, Cost, ModelCost, linear_cost
+from .cost import BlockRow, ModelCost, linear_cost
 from .spec import BlockSpec, ModelSpec, make_divisible, parse_block
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -19,11 +20,10 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 def _build_block(b: BlockSpec, in_chs: int, stride: int, act: str, padding: str) -> nn.Module:
     act = b.act or act
-    common = dict(act=act)
     spatial = dict(dilation=b.dilation, padding=padding, act=act)
     table = {
         "cn": lambda: B.ConvNormAct(in_chs, b.out_chs, b.kernel_size, stride, groups=b.groups, **spatial),
-        "pw": lambda: B.Pointwise(in_chs, b.out_chs, groups=b.groups, **common),
+        "pw": lambda: B.Pointwise(in_chs, b.out_chs, groups=b.groups, act=act),
         "dw": lambda: B.Depthwise(in_chs, b.kernel_size, stride, **spatial),
         "ds": lambda: B.DepthwiseSeparable(in_chs, b.out_chs, b.kernel_size, stride, **spatial),
         "gc": lambda: B.GroupedConv(in_chs, b.out_chs, b.kernel_size, stride, groups=b.groups,
@@ -51,7 +51,7 @@ class EdgeNet(nn.Module):
 
         def add(seq: nn.Sequential | None, name: str, b: BlockSpec, in_chs: int, stride: int,
                 out_chs: int) -> int:
-            one = BlockSpec(**{**b.__dict__, "repeats": 1, "stride": stride, "out_chs": out_chs})
+            one = replace(b, repeats=1, stride=stride, out_chs=out_chs)
             module = _build_block(one, in_chs, stride, spec.act, spec.padding)
             if seq is None:
                 setattr(self, name, module)

@@ -151,6 +151,18 @@ class Artifact:
         write_json_atomic(self.path / "manifest.json", self.manifest)
 
 
+def refuse_existing(out: str | Path, force: bool) -> bool:
+    """True when ``out`` holds earlier results that ``force`` allows to replace; without
+    ``force`` those results are kept and this raises."""
+    out = Path(out)
+    if not (out.exists() and any(out.iterdir())):
+        return False
+    if not force:
+        raise FileExistsError(f"{out} already exists and is not empty; pass --force to overwrite it "
+                              "or choose another --out")
+    return True
+
+
 def model_meta(model) -> dict:
     """Manifest fields of a zoo model: name, twin, spec and arch strings, cost, labels,
     preprocessing."""
@@ -199,10 +211,7 @@ def export(model, example: torch.Tensor | None = None, *, formats=("onnx", "tfli
             raise ValueError(f"calibration samples have shape {tuple(calib.shape[1:])}; the model takes "
                              f"{tuple(example.shape[1:])}")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise FileExistsError(f"{out} already exists and is not empty; pass --force to overwrite it "
-                                  "or choose another --out")
+    if refuse_existing(out, force):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     folded = fold_batchnorm(model)

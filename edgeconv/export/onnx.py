@@ -12,7 +12,6 @@ import logging
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import register
