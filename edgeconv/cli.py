@@ -201,6 +201,9 @@ class _Progress:
               help="For ImageNet-style folders: a file of wnids, one per line (line number = label).")
 @click.option("--calib-method", default="percentile", show_default=True,
               type=click.Choice(["minmax", "percentile", "entropy"]), help="ONNX Runtime calibration method.")
+@click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
+              help="Correct each conv's bias for the mean shift int8 leaves in its output, measured on "
+                   "the calibration data (every format).")
 @click.option("--keep-fp32", default="", help="Blocks to leave in fp32, e.g. blocks.3,head.0.")
 @click.option("--channels-last", is_flag=True, help="TFLite: take NHWC input (camera frames).")
 @click.option("--int8-io", is_flag=True, help="TFLite int8: int8 input/output tensors (scale and zero point "
@@ -210,7 +213,8 @@ class _Progress:
 @click.option("--android", "android_dir", type=click.Path(file_okay=False),
               help="Also install the TFLite model into this android_demo app folder.")
 def export(model, twin, weights, pretrained, width, input_size, formats, precision, calib, calib_count,
-           class_index, calib_method, keep_fp32, channels_last, int8_io, out, force, android_dir):
+           class_index, calib_method, bias_correction, keep_fp32, channels_last, int8_io, out, force,
+           android_dir):
     """Quantize and export MODEL to ONNX, TFLite and ExecuTorch (XNNPACK).
 
     \b
@@ -233,7 +237,7 @@ def export(model, twin, weights, pretrained, width, input_size, formats, precisi
     net = build(model, twin, weights, pretrained, width, input_size)
     out = out or f"artifacts/{net.spec.name}{'_twin' if twin else ''}"
     refuse_existing(out, force)  # before calibration data is loaded
-    quant = QuantConfig(method=calib_method, calib_count=calib_count,
+    quant = QuantConfig(method=calib_method, calib_count=calib_count, bias_correction=bias_correction,
                         keep_fp32=tuple(b for b in keep_fp32.split(",") if b),
                         channels_last=channels_last, int8_io=int8_io)
     unknown = [b for b in quant.keep_fp32 if b not in net.arch]

@@ -74,6 +74,7 @@ def _print_localize(loc: dict, top: int) -> None:
 def _localize(art, data_source, class_index, ev, keep_fp32, top):
     from .data import load_data
     from .localize import localize, what_if_fp32
+    from .quantize import QuantConfig
     from .verify import reference_model
     m = art.manifest
     model = reference_model(art)
@@ -84,14 +85,15 @@ def _localize(art, data_source, class_index, ev, keep_fp32, top):
     cal = load_data(source, input_shape=tuple(m["input_shape_nchw"][1:]), preprocess=m.get("preprocess"),
                     split="calib", calib_count=int(calib.get("count") or m["quant"]["calib_count"]),
                     labels=m.get("labels"), class_index=calib.get("class_index") or class_index)
-    loc = localize(model, cal.x)
+    quant = QuantConfig.from_dict(m["quant"])
+    loc = localize(model, cal.x, quant=quant)
     _print_localize(loc, top)
     out = {"localize": loc}
     if keep_fp32:
         unknown = [b for b in keep_fp32 if b not in getattr(model, "arch", {})]
         if unknown:
             raise ValueError(f"--keep-fp32: no block named {', '.join(unknown)}")
-        w = what_if_fp32(model, cal.x, ev.x, keep_fp32, y=ev.y)
+        w = what_if_fp32(model, cal.x, ev.x, keep_fp32, y=ev.y, quant=quant)
         out["what_if"] = w
         a, k = w["all_int8"], w["keep_fp32"]
         console.print(f"keeping {', '.join(keep_fp32)} in fp32 (PyTorch int8 simulation, {len(ev.x)} eval images): "

@@ -1,10 +1,9 @@
 """Per-block int8 error localisation, in PyTorch.
 
-The int8 model is simulated the way the TFLite and ExecuTorch exporters build it: batch norm
-folded, ``torch.export``, PT2E ``prepare_pt2e`` with the XNNPACK quantizer (per-channel
-symmetric int8 weights, per-tensor int8 activations), calibration, ``convert_pt2e`` (the
-quantize/dequantize pairs run in float: "fake quantized", the same arithmetic the int8 kernels
-approximate). Each top-level block's output (block boundaries: ``model.named_blocks()``; in the
+The int8 model is simulated the way the TFLite and ExecuTorch exporters build it
+(``edgeconv.quantize.quantize_pt2e``: batch norm folded, ``torch.export``, PT2E with the XNNPACK
+quantizer, calibration, ``convert_pt2e``, bias correction); its quantize/dequantize pairs run
+in float ("fake quantized", the arithmetic the int8 kernels approximate). Each top-level block's output (block boundaries: ``model.named_blocks()``; in the
 int8 graph, the dequantized tensor the next block reads) is compared with the fp32 model's on
 the same samples:
 
@@ -19,7 +18,7 @@ fp32 and reports the logits' SQNR and top-1 agreement with fp32, before and afte
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 from .accuracy import sqnr_db, top1_agreement
-from .quantize import ClampFusingQuantizer, fold_batchnorm
+from .quantize import QuantConfig, fold_batchnorm
 
 
 def _block_of(node, names: list[str]) -> str | None:
@@ -43,31 +42,18 @@ def _block_of(node, names: list[str]) -> str | None:
     return best
 
 
-def quantizer_for(keep_fp32: Iterable[str] = (), fuse_clamp: bool = True):
-    """The XNNPACK PT2E quantizer of the ExecuTorch exporter, with ``keep_fp32`` blocks left
-    unannotated (float). ``set_module_name(name, None)`` asserts in this quantizer version; the
-    annotators skip a ``None`` config, so it is set directly."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer, get_symmetric_quantization_config)
-    q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-    for block in keep_fp32:
-        q.module_name_config[block] = None
-    return ClampFusingQuantizer(q) if fuse_clamp else q
-
-
 def quantize_pt2e(model: nn.Module, calib: np.ndarray, keep_fp32: Iterable[str] = (),
-                  quantizer=None, fuse_clamp: bool = True) -> torch.fx.GraphModule:
-    """Batch-norm-folded ``model`` quantized with PT2E and calibrated on ``calib`` (N x C x H x W),
-    one sample at a time like the exporters. Returns the converted (fake-quantized) graph module."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    folded = fold_batchnorm(model)
-    example = torch.from_numpy(np.ascontiguousarray(calib[:1]))
-    gm = torch.export.export(folded, (example,)).module()
-    gm = prepare_pt2e(gm, quantizer or quantizer_for(keep_fp32, fuse_clamp))
-    with torch.no_grad():
-        for i in range(len(calib)):
-            gm(torch.from_numpy(calib[i:i + 1]))
-    return convert_pt2e(gm, fold_quantize=False)
+                  quant: QuantConfig | None = None) -> torch.fx.GraphModule:
+    """The ExecuTorch exporter's int8 graph for ``model`` (batch norm folded, the shipped
+    recipe ``quant`` with ``keep_fp32`` blocks left float), calibrated on ``calib``
+    (N x C x H x W) one sample at a time. Returns the converted (fake-quantized) graph module."""
+    from .export.executorch import xnnpack_quantizer
+    from .quantize import quantize_pt2e as quantize
+    keep = tuple(keep_fp32)
+    quant = replace(quant or QuantConfig(), keep_fp32=keep, calib_count=len(calib))
+    samples = [torch.from_numpy(np.ascontiguousarray(calib[i:i + 1])) for i in range(len(calib))]
+    return quantize(fold_batchnorm(model), samples[0], samples, xnnpack_quantizer(keep), quant,
+                    fold_quantize=False)
 
 
 def block_output_nodes(gm: torch.fx.GraphModule, names: list[str]) -> dict[str, torch.fx.Node]:
@@ -146,7 +132,8 @@ def _rank_key(e: BlockError) -> float:
 
 
 def localize(model: nn.Module, calib: np.ndarray, x: np.ndarray | None = None, *, keep_fp32: Iterable[str] = (),
-             quantized: torch.fx.GraphModule | None = None, batch: int = 16) -> dict:
+             quantized: torch.fx.GraphModule | None = None, quant: QuantConfig | None = None,
+             batch: int = 16) -> dict:
     """Per-block SQNR of the int8 (PT2E, XNNPACK quantizer) model against fp32.
 
     ``calib``: calibration samples; ``x``: samples to measure on (default: ``calib``, as in the
@@ -158,7 +145,8 @@ def localize(model: nn.Module, calib: np.ndarray, x: np.ndarray | None = None, *
     x = calib if x is None else x
     names = [n for n, _ in model.named_blocks()]
     arch = getattr(model, "arch", {})
-    gm = quantized if quantized is not None else quantize_pt2e(model, calib, keep_fp32)
+    quant = quant or QuantConfig()
+    gm = quantized if quantized is not None else quantize_pt2e(model, calib, keep_fp32, quant)
     ref_blocks, ref_logits = _capture_eager(fold_batchnorm(model), names, x, batch)
     nodes = block_output_nodes(gm, names)
     q_blocks, q_logits = _capture_graph(gm, nodes, x, batch)
@@ -176,17 +164,18 @@ def localize(model: nn.Module, calib: np.ndarray, x: np.ndarray | None = None, *
             "logits_sqnr_db": sqnr_db(ref_logits, q_logits), "agreement": top1_agreement(ref_logits, q_logits),
             "keep_fp32": list(keep_fp32), "count": int(len(x)),
             "method": "PT2E XNNPACK quantizer (per-channel symmetric int8 weights, per-tensor int8 "
-                      "activations), fake-quantized in PyTorch; BN folded"}
+                      "activations), fake-quantized in PyTorch; BN folded"
+                      + ("; bias corrected" if quant.bias_correction and quantized is None else "")}
 
 
 def what_if_fp32(model: nn.Module, calib: np.ndarray, x: np.ndarray, keep_fp32: Iterable[str],
-                 y: np.ndarray | None = None, batch: int = 16) -> dict:
+                 y: np.ndarray | None = None, quant: QuantConfig | None = None, batch: int = 16) -> dict:
     """Logit SQNR and top-1 agreement with fp32 (and top-1 against ``y`` if given) of the int8
     simulation with every block int8, and with ``keep_fp32`` blocks left in fp32."""
     ref_logits = _capture_eager(fold_batchnorm(model), [], x, batch)[1]
     out = {}
     for label, keep in (("all_int8", ()), ("keep_fp32", tuple(keep_fp32))):
-        gm = quantize_pt2e(model, calib, keep)
+        gm = quantize_pt2e(model, calib, keep, quant)
         q = _capture_graph(gm, {}, x, batch)[1]
         out[label] = {"keep_fp32": list(keep), "logits_sqnr_db": sqnr_db(ref_logits, q),
                       "agreement": top1_agreement(ref_logits, q)}

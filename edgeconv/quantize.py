@@ -11,7 +11,10 @@ The recipe's defaults, chosen on the pretrained EfficientNet-Lite0 (bench/accura
 outliers stretch the ranges: 87.5% -> 89.7% top-1 against 89.7% fp32); the PT2E quantizers
 (TFLite, ExecuTorch) quantize a conv's output after its ReLU6 clamp (``ClampFusingQuantizer``),
 not before: their stock annotation shares the clamp's observer with the conv, whose folded
-output spans hundreds, and the logits' SQNR fell to 5-7 dB. First and last layers stay int8:
+output spans hundreds, and the logits' SQNR fell to 5-7 dB. They then correct each conv's bias
+for the mean shift int8 rounding leaves in its output (``bias_correct``, measured on the
+calibration samples): logit SQNR 19.5 -> 22.0 dB, top-1 88.2% -> 90.4% (fp32 89.7%), and
+2 to 3 dB on each of five other calibration/evaluation splits. First and last layers stay int8:
 keeping the stem or the classifier in fp32 did not move accuracy; keeping the first block
 (``keep_fp32=("blocks.0",)``) gained one image of 136 in TFLite and ExecuTorch, an option
 rather than the default since it leaves an fp32 island.
@@ -29,11 +32,12 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
 @dataclass(frozen=True)
 class QuantConfig:
-    version: int = 1
+    version: int = 2
     weights: str = "int8_symmetric_per_channel"
     activations: str = "int8_per_tensor"
     method: str = "percentile"
     calib_count: int = 64
+    bias_correction: bool = True
     keep_fp32: tuple[str, ...] = ()
     int8_io: bool = False
     channels_last: bool = False
@@ -51,6 +55,14 @@ class QuantConfig:
         d["keep_fp32"] = list(self.keep_fp32)
         return d
 
+    def describe(self) -> str:
+        """One line for reports: how the int8 files were made."""
+        parts = [f"{self.calib_count} calibration samples", "int8 weights per channel, activations per tensor",
+                 f"ONNX Runtime {self.method} ranges", "bias correction" if self.bias_correction else "no bias correction"]
+        if self.keep_fp32:
+            parts.append(f"fp32 kept in {', '.join(self.keep_fp32)}")
+        return "; ".join(parts)
+
     @classmethod
     def from_dict(cls, d: dict) -> QuantConfig:
         known = {f.name for f in fields(cls)}
@@ -59,6 +71,8 @@ class QuantConfig:
             raise ValueError(f"unknown quantization option(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
         d = dict(d)
         d["keep_fp32"] = tuple(d.get("keep_fp32", ()))
+        if d.get("version", 1) < 2:  # version 1 recipes had no bias correction
+            d.setdefault("bias_correction", False)
         return cls(**d)
 
 
@@ -123,3 +137,114 @@ class ClampFusingQuantizer:
         q = _Q()
         q.inner = inner
         return q
+
+
+def quantize_pt2e(module: nn.Module, example: torch.Tensor, samples, quantizer, quant: QuantConfig, *,
+                  before_prepare=None, fold_quantize: bool = True) -> torch.fx.GraphModule:
+    """The int8 path shared by the PT2E backends (TFLite, ExecuTorch, the localisation
+    simulation): ``torch.export``, ``prepare_pt2e`` with ``quantizer`` (wrapped in
+    ``ClampFusingQuantizer``), calibration one sample at a time on the first
+    ``quant.calib_count`` of ``samples`` (batch-1 tensors, the shape of ``example``),
+    ``convert_pt2e``, then ``bias_correct`` on the same samples if the recipe asks for it.
+    ``before_prepare(gm)`` may edit the exported graph first. Returns the converted graph,
+    its quantize/dequantize pairs running in float."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    samples = list(samples)[:quant.calib_count]
+    exported = torch.export.export(module.eval(), (example,)).module()
+    if before_prepare is not None:
+        before_prepare(exported)
+    reference = copy.deepcopy(exported) if quant.bias_correction else None
+    gm = prepare_pt2e(exported, ClampFusingQuantizer(quantizer))
+    with torch.no_grad():
+        for x in samples:
+            gm(x)
+    gm = convert_pt2e(gm, fold_quantize=fold_quantize)
+    if reference is not None:
+        bias_correct(gm, reference, samples)
+    return gm
+
+
+LINEAR_OPS = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
+
+
+class _Samples(list):
+    """The values of one graph node for every sample, in sample order."""
+
+
+class _PerSample(torch.fx.Interpreter):
+    """Runs a graph exported for batch 1 on a list of samples one node at a time, each node
+    on every sample before the next node runs; ``on_output(node, values)`` sees (and may
+    replace) the outputs of every conv and linear."""
+
+    def __init__(self, gm, on_output):
+        super().__init__(gm)
+        self.on_output = on_output
+
+    def _each(self, fn, args, kwargs):
+        flat = torch.utils._pytree.tree_leaves((args, kwargs))
+        n = next((len(a) for a in flat if isinstance(a, _Samples)), None)
+        if n is None:
+            return fn(*args, **kwargs)
+
+        def pick(i):
+            return torch.utils._pytree.tree_map(lambda a: a[i] if isinstance(a, _Samples) else a, (args, kwargs),
+                                                is_leaf=lambda a: isinstance(a, _Samples))
+        return _Samples(fn(*a, **k) for a, k in (pick(i) for i in range(n)))
+
+    def call_function(self, target, args, kwargs):
+        return self._each(target, args, kwargs)
+
+    def call_module(self, target, args, kwargs):
+        return self._each(self.fetch_attr(target), args, kwargs)
+
+    def call_method(self, target, args, kwargs):
+        return self._each(lambda obj, *a, **k: getattr(obj, target)(*a, **k), args, kwargs)
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        if n.op == "call_function" and n.target in LINEAR_OPS and isinstance(out, _Samples):
+            out = self.on_output(n, out)
+        return out
+
+
+def _channel_mean(values) -> torch.Tensor:
+    return torch.stack([v.mean(dim=[d for d in range(v.dim()) if d != 1]) for v in values]).mean(0)
+
+
+def bias_correct(quantized: torch.fx.GraphModule, reference: torch.fx.GraphModule, samples) -> int:
+    """Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization", section 4.2;
+    Finkelstein et al. 2019): int8 weights and inputs shift the *mean* of a conv's output
+    channels, and the shift adds up through the network. For every conv and linear with a
+    bias, in graph order, the mean of each output channel over the calibration ``samples``
+    (and over pixels) is measured in the ``quantized`` graph, already corrected up to that
+    layer, and in the float ``reference`` graph (the same export before quantization); the
+    difference is subtracted from the bias. Layers are matched by their order in the two graphs.
+    Returns how many biases changed."""
+    targets: list[torch.Tensor] = []
+    with torch.no_grad():
+        _PerSample(reference, lambda n, out: targets.append(_channel_mean(out)) or out).run(_Samples(samples))
+    layers = [n for n in quantized.graph.nodes if n.op == "call_function" and n.target in LINEAR_OPS]
+    if len(layers) != len(targets):
+        raise RuntimeError(f"bias correction: the int8 graph has {len(layers)} convs/linears, "
+                           f"the float graph {len(targets)}")
+    index = {n: i for i, n in enumerate(layers)}
+    changed = 0
+
+    def correct(node, out):
+        nonlocal changed
+        shift = _channel_mean(out) - targets[index[node]]
+        bias = node.args[2] if len(node.args) > 2 else None
+        if not isinstance(bias, torch.fx.Node) or bias.op != "get_attr" or shift.shape != targets[index[node]].shape:
+            return out
+        owner, _, name = bias.target.rpartition(".")
+        module = quantized.get_submodule(owner) if owner else quantized
+        old = getattr(module, name)
+        new = (old.detach() - shift).to(old.dtype)  # a new tensor: the old one may be shared with the float model
+        setattr(module, name, nn.Parameter(new, requires_grad=False) if isinstance(old, nn.Parameter) else new)
+        changed += 1
+        view = (1, -1) + (1,) * (out[0].dim() - 2)
+        return _Samples(v - shift.reshape(view) for v in out)
+
+    with torch.no_grad():
+        _PerSample(quantized, correct).run(_Samples(samples))
+    return changed

@@ -133,9 +133,11 @@ def load_spec(name: str | Path) -> ModelSpec:
 
 
 def create_model(name: str | Path | ModelSpec, twin: bool = False, *, pretrained: bool = False,
-                 **overrides) -> EdgeNet:
+                 seed: int = 0, **overrides) -> EdgeNet:
     """Build a zoo model. ``overrides`` replace spec fields: ``width``, ``input_size``,
-    ``num_classes``, ``act``, ``dropout`` ..."""
+    ``num_classes``, ``act``, ``dropout`` ... The initial weights come from ``seed`` (the global
+    random state is left as it was), so the same call builds the same model and a training run
+    can be repeated."""
     spec = name if isinstance(name, ModelSpec) else load_spec(name)
     spec = spec.with_overrides(**overrides)
     if twin:
@@ -149,7 +151,9 @@ def create_model(name: str | Path | ModelSpec, twin: bool = False, *, pretrained
         if spec.width != 1.0 or spec.num_classes != 1000:
             raise ValueError(f"{spec.name}: pretrained weights exist only for width=1.0 and "
                              "num_classes=1000")
-    model = EdgeNet(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = EdgeNet(spec)
     if pretrained:
         from .weights import load_pretrained
         load_pretrained(model, spec.pretrained)

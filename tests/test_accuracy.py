@@ -137,6 +137,63 @@ def test_localize_ranks_a_broken_block_first(digits_pair):
         assert res["logits_sqnr_db"] < clean["logits_sqnr_db"]
 
 
+def _logits_of(gm, x):
+    with torch.no_grad():
+        return np.concatenate([gm(torch.from_numpy(x[i:i + 1])).numpy() for i in range(len(x))])
+
+
+def test_bias_correction_removes_the_int8_mean_shift(digits_pair):
+    """With the recipe's bias correction the int8 graph's logits keep the fp32 means on the
+    calibration samples (the mean shift shrinks at least fivefold), the float model is left
+    untouched, and held-out agreement does not get worse."""
+    from edgeconv.localize import quantize_pt2e
+    from edgeconv.quantize import QuantConfig, fold_batchnorm
+    model = digits_pair[False][0]
+    kw = dict(input_shape=model.input_shape, preprocess=model.spec.preprocess, calib_count=64)
+    calib, held_out = load_data("digits", **kw).x, load_data("digits", split="eval", limit=200, **kw).x
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        ref, ref_held = (fold_batchnorm(model)(torch.from_numpy(x)).numpy() for x in (calib, held_out))
+    plain = quantize_pt2e(model, calib, quant=QuantConfig(bias_correction=False))
+    corrected = quantize_pt2e(model, calib)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+    shift = {name: np.abs((_logits_of(gm, calib) - ref).mean(0)).mean()
+             for name, gm in (("plain", plain), ("corrected", corrected))}
+    assert shift["plain"] > 0 and shift["corrected"] < shift["plain"] / 5, shift
+    agree = {name: float(np.mean(_logits_of(gm, held_out).argmax(1) == ref_held.argmax(1)))
+             for name, gm in (("plain", plain), ("corrected", corrected))}
+    assert agree["corrected"] >= agree["plain"] - 0.01, agree
+
+
+def test_onnx_bias_correction_in_onnxruntime(digits_pair, tmp_path):
+    """The same for the ONNX QDQ file, run by ONNX Runtime's int8 kernels: the logits' mean
+    shift shrinks, every conv stays int8 (QLinearConv) and the manifest records the recipe."""
+    from edgeconv.quantize import QuantConfig
+    model = digits_pair[False][0]
+    kw = dict(input_shape=model.input_shape, preprocess=model.spec.preprocess, calib_count=64)
+    calib = load_data("digits", **kw).x
+    shift = {}
+    for bc in (False, True):
+        art = export(model, calib=calib, out=tmp_path / str(bc), formats=["onnx"],
+                     quant=QuantConfig(bias_correction=bc))
+        assert not art.errors and art.manifest["quant"]["bias_correction"] is bc
+        report = art.manifest["files"]["model_int8.onnx"]["int8_report"]
+        assert report["convs_int8"] == report["convs"] > 0 and report["ops_int8"] == report["ops"], report
+        ref = run_local(art.path / "model_fp32.onnx", calib)
+        shift[bc] = np.abs((run_local(art.path / "model_int8.onnx", calib) - ref).mean(0)).mean()
+    assert shift[True] < shift[False] / 3, shift
+
+
+def test_quant_config_round_trip_and_old_recipes():
+    from edgeconv.quantize import QuantConfig
+    q = QuantConfig(keep_fp32=("blocks.0",), method="minmax")
+    assert QuantConfig.from_dict(q.to_dict()) == q and q.bias_correction
+    old = {k: v for k, v in q.to_dict().items() if k != "bias_correction"} | {"version": 1}
+    assert QuantConfig.from_dict(old).bias_correction is False
+    with pytest.raises(ValueError, match="unknown quantization option"):
+        QuantConfig.from_dict({"bias_corection": True})
+
+
 def test_localize_cli_with_keep_fp32(digits_pair):
     from edgeconv.cli import main
     art = digits_pair[False][2]

@@ -20,6 +20,17 @@ def _op_name(node) -> str:
     return parts[1] if len(parts) == 3 else parts[-1]
 
 
+def xnnpack_quantizer(keep_fp32=()):
+    """The XNNPACK PT2E quantizer (per-channel symmetric int8 weights, per-tensor int8
+    activations) with the ``keep_fp32`` blocks left unannotated, i.e. float."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer, get_symmetric_quantization_config)
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    for block in keep_fp32:
+        quantizer.module_name_config[block] = None  # set_module_name asserts on None
+    return quantizer
+
+
 @register
 class ExecuTorchExporter:
     name = "executorch"
@@ -34,20 +45,8 @@ class ExecuTorchExporter:
         module = model.eval()
         quant_rows = None
         if precision == "int8":
-            from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-                XNNPACKQuantizer, get_symmetric_quantization_config)
-            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-            from ..quantize import ClampFusingQuantizer
-            quantizer = XNNPACKQuantizer().set_global(
-                get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-            for block in quant.keep_fp32:
-                quantizer.module_name_config[block] = None  # set_module_name asserts on None
-            gm = prepare_pt2e(torch.export.export(module, (example,)).module(), ClampFusingQuantizer(quantizer))
-            with torch.no_grad():
-                for c in calib[:quant.calib_count]:
-                    gm(c)
-            module = convert_pt2e(gm)
+            from ..quantize import quantize_pt2e
+            module = quantize_pt2e(module, example, calib, xnnpack_quantizer(quant.keep_fp32), quant)
             quant_rows = self._quantized_convs(module)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -12,6 +12,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import register
@@ -74,6 +75,97 @@ def _global_pool(m) -> bool:
     return changed
 
 
+def _channel_mean(values: list) -> np.ndarray:
+    """Per-channel (axis 1 of each sample's value) mean over samples and positions."""
+    return np.mean([v.mean(axis=tuple(d for d in range(v.ndim) if d != 1)) for v in values], axis=0)
+
+
+def _runner(model, feeds: list[dict]):
+    """``run(outputs, extra_feeds) -> [[each sample's value] for each output]`` on ``model``
+    with every Conv and Gemm output exposed, run op by op as written (no graph optimization, so
+    no QDQ fusion: the quantized model is fake-quantized, like PT2E's)."""
+    import onnx
+    import onnxruntime as ort
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.output[:]
+    outputs = sorted({n.output[0] for n in m.graph.node if n.op_type in ("Conv", "Gemm")})
+    m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in outputs)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+    def run(outs, extra):
+        got = [sess.run(outs, {**f, **extra}) for f in feeds]
+        return [[g[k] for g in got] for k in range(len(outs))]
+    return run
+
+
+def bias_correct(reference: Path, quantized: Path, feeds: list[dict]) -> int:
+    """Empirical bias correction of a QDQ model (the ONNX counterpart of
+    ``edgeconv.quantize.bias_correct``): for each Conv and Gemm with a bias, in graph order, the
+    mean of every output channel over the calibration ``feeds`` is measured in the ``quantized``
+    model (with the biases corrected so far, every op run as written: fake-quantized) and in the
+    float ``reference`` model it was quantized from (layers matched by node name); the quantized
+    bias moves by the difference (int32 biases by whole steps of their scale). ``quantized`` is
+    rewritten in place. Returns how many biases changed."""
+    import onnx
+    from onnx import numpy_helper
+
+    ref = onnx.load(str(reference))
+    ref_out = {n.name: n.output[0] for n in ref.graph.node if n.op_type in ("Conv", "Gemm")}
+    model = onnx.load(str(quantized))
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    layers = []  # (node name, output, bias initializer, its scale or None for a float bias)
+    for n in model.graph.node:
+        if n.op_type not in ("Conv", "Gemm") or n.name not in ref_out or len(n.input) < 3 or not n.input[2]:
+            continue
+        b = n.input[2]
+        if b in inits:
+            layers.append((n.name, n.output[0], b, None))
+        elif b in producer and producer[b].op_type == "DequantizeLinear" and producer[b].input[0] in inits:
+            dq = producer[b]
+            zp = numpy_helper.to_array(inits[dq.input[2]]) if len(dq.input) > 2 and dq.input[2] in inits else 0
+            if np.any(zp != 0) or dq.input[1] not in inits:
+                continue
+            layers.append((n.name, n.output[0], dq.input[0], numpy_helper.to_array(inits[dq.input[1]])))
+    if not layers:
+        return 0
+
+    ref_names = [ref_out[name] for name, *_ in layers]
+    run = _runner(ref, feeds)
+    targets = [_channel_mean(v) for v in run(ref_names, {})]
+
+    # the biases become inputs, so one session serves every step of the correction
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    values = {}
+    for _, _, b, _ in layers:
+        init = next(i for i in probe.graph.initializer if i.name == b)
+        values[b] = numpy_helper.to_array(init).copy()
+        probe.graph.input.append(onnx.helper.make_tensor_value_info(b, init.data_type, list(init.dims)))
+        probe.graph.initializer.remove(init)
+    run = _runner(probe, feeds)
+    changed = 0
+    for (name, out, b, scale), target in zip(layers, targets):
+        got = _channel_mean(run([out], values)[0])
+        if got.shape != target.shape:
+            continue
+        shift = got - target
+        if scale is None:
+            values[b] = (values[b] - shift).astype(values[b].dtype)
+        else:
+            values[b] = values[b] - np.round(shift / scale).astype(values[b].dtype)
+        changed += 1
+    for init in model.graph.initializer:
+        if init.name in values:
+            init.CopyFrom(numpy_helper.from_array(values[init.name], init.name))
+    onnx.save(model, str(quantized))
+    return changed
+
+
 @register
 class OnnxExporter:
     name = "onnx"
@@ -121,6 +213,8 @@ class OnnxExporter:
                         nodes_to_exclude=self._excluded(pre, quant.keep_fp32),
                         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
                                        **quant.extra.get("onnx", {})})
+                if quant.bias_correction:
+                    bias_correct(pre, path, [{input_name: t.numpy()} for t in calib[:quant.calib_count]])
         m = onnx.load(str(path))
         onnx.checker.check_model(m)
         return {"input": _io(m.graph.input[0]) | {"shape_nchw": list(example.shape)},

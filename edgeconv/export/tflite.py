@@ -112,14 +112,12 @@ class TFLiteExporter:
         if precision == "fp32":
             edge = litert_torch.convert(module.eval(), (ex,))
         else:
+            from litert_torch.quantize import pt2e_quantizer
             from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
             from litert_torch.quantize.quant_config import QuantConfig as LiteRTQuantConfig
-            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-            from litert_torch.quantize import pt2e_quantizer
             from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
 
-            from ..quantize import ClampFusingQuantizer
+            from ..quantize import quantize_pt2e
 
             # litert-torch's module-name filter expects torch.export's old "L__self___blocks_0"
             # labels; today's "L__self__blocks.0..." never match, so keep_fp32 was ignored.
@@ -129,13 +127,8 @@ class TFLiteExporter:
                 get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
             for block in quant.keep_fp32:
                 quantizer.module_name_config[block] = None  # set_module_name asserts on None
-            gm = torch.export.export(module.eval(), (ex,)).module()
-            _mark_adds(gm)
-            gm = prepare_pt2e(gm, ClampFusingQuantizer(quantizer))
-            with torch.no_grad():
-                for c in samples[:quant.calib_count]:
-                    gm(c)
-            gm = convert_pt2e(gm, fold_quantize=False)
+            gm = quantize_pt2e(module, ex, samples, quantizer, quant, before_prepare=_mark_adds,
+                               fold_quantize=False)
             edge = litert_torch.convert(gm, (ex,), quant_config=LiteRTQuantConfig(pt2e_quantizer=quantizer))
         if precision == "int8" and not quant.int8_io:
             path.write_bytes(add_float_io(edge.model_content()))

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..bench import compare_rows, record_stats
 from ..cost import human
 from ..export import write_json_atomic
+from ..quantize import QuantConfig
 
 SIDES = ("model", "twin")
 
@@ -208,11 +209,13 @@ def _tables(data: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
                              f"{100 * r['agreement']:.1f}%", f"{r['sqnr_db']:.1f}"])
     if acc_rows:
         info = (data["accuracy"].get("model") or {}).get("data", {})
+        quant = (data["manifest"].get("model") or {}).get("quant")
+        recipe = f". int8 recipe: {QuantConfig.from_dict(quant).describe()}." if quant else ""
         sections.append(("Accuracy: int8 vs fp32", ["side", "runtime", "fp32 top-1", "int8 top-1", "fp32 top-5",
                                                    "int8 top-5", "int8-fp32 (95% CI), points", "agreement",
                                                    "logit SQNR dB"], acc_rows,
                          f"{info.get('count', '?')} evaluation images from {info.get('source', '?')}; "
-                         f"{(info.get('calibration') or {}).get('how', '')}"))
+                         f"{(info.get('calibration') or {}).get('how', '')}{recipe}"))
     size_rows = []
     for side in SIDES:
         man = data["manifest"].get(side) or {}
