@@ -46,7 +46,6 @@ VARIANTS = {
     "default": ({}, FORMATS),
     "no_bias_correction": ({"bias_correction": False}, FORMATS),
     "minmax": ({"method": "minmax"}, ("onnx",)),
-    "entropy": ({"method": "entropy"}, ("onnx",)),
     "calib32": ({"calib_count": 32}, FORMATS),
     "keep_b0": ({"keep_fp32": ("blocks.0",)}, FORMATS),
     # the quantizers' stock ReLU6 annotation (the clamp shares the conv's observer), min-max

@@ -200,7 +200,8 @@ class _Progress:
 @click.option("--class-index", type=click.Path(dir_okay=False),
               help="For ImageNet-style folders: a file of wnids, one per line (line number = label).")
 @click.option("--calib-method", default="percentile", show_default=True,
-              type=click.Choice(["minmax", "percentile", "entropy"]), help="ONNX Runtime calibration method.")
+              type=click.Choice(["minmax", "percentile"]),
+              help="ONNX Runtime activation ranges: min-max, or the 99.999th percentile of a histogram.")
 @click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
               help="Correct each conv's bias for the mean shift int8 leaves in its output, measured on "
                    "the calibration data (every format).")

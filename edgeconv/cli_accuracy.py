@@ -53,6 +53,9 @@ def _print_result(res: dict) -> None:
     console.print(f"evaluation: {d['count']} images from {d['source']} ({d['split']} split"
                   + (f", {d['skipped']} unreadable files skipped" if d["skipped"] else "") + "); "
                   f"calibration: {cal.get('count')} from {cal.get('source')}; {cal['how']}")
+    if res.get("quant"):
+        from .quantize import QuantConfig
+        console.print(f"int8 recipe: {QuantConfig.from_dict(res['quant']).describe()}")
     for r in res["rows"]:
         if "error" in r:
             err_console.print(f"[bold red]error:[/] {r['runtime']}: {r['error']}")

@@ -189,8 +189,7 @@ class OnnxExporter:
             from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                                   QuantType, quantize_static)
             from onnxruntime.quantization.shape_inference import quant_pre_process
-            methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                       "entropy": CalibrationMethod.Entropy}
+            methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
 
             class Reader(CalibrationDataReader):
                 def __init__(self, name):
