@@ -63,13 +63,15 @@ def _print_result(res: dict) -> None:
 
 def _print_localize(loc: dict, top: int) -> None:
     table = Table(title=f"per-block int8 error ({loc['count']} calibration samples; {loc['method']})")
-    for col in ("rank", "block", "arch", "SQNR dB", "lost here dB"):
-        table.add_column(col, no_wrap=True, justify="right" if col in ("rank", "SQNR dB", "lost here dB") else "left")
+    for col in ("rank", "block", "arch", "alone dB", "SQNR dB", "lost here dB"):
+        table.add_column(col, no_wrap=True, justify="left" if col in ("block", "arch") else "right")
     for b in loc["blocks"]:
         style = "bold red" if b["rank"] <= min(top, 3) else ""
-        table.add_row(str(b["rank"]), b["name"], b["arch"], f"{b['sqnr_db']:.1f}",
-                      "" if b["added_db"] is None else f"{b['added_db']:+.1f}", style=style)
+        table.add_row(str(b["rank"]), b["name"], b["arch"], "" if b.get("alone_db") is None else f"{b['alone_db']:.1f}",
+                      f"{b['sqnr_db']:.1f}", "" if b["added_db"] is None else f"{b['added_db']:+.1f}", style=style)
     console.print(table)
+    console.print("alone: the block's SQNR fed the fp32 model's input (its own error; the ranking); SQNR: "
+                  "accumulated up to the block in the int8 model; lost here: what the block took off it")
     console.print(f"logits: SQNR {loc['logits_sqnr_db']:.1f} dB, top-1 agreement {100 * loc['agreement']:.1f}%; "
                   f"worst blocks: {', '.join(loc['ranked'][:top])}")
 

@@ -3,18 +3,21 @@
 The int8 model is simulated the way the TFLite and ExecuTorch exporters build it
 (``edgeconv.quantize.quantize_pt2e``: batch norm folded, ``torch.export``, PT2E with the XNNPACK
 quantizer, calibration, ``convert_pt2e``, bias correction); its quantize/dequantize pairs run
-in float ("fake quantized", the arithmetic the int8 kernels approximate). Each top-level block's output (block boundaries: ``model.named_blocks()``; in the
-int8 graph, the dequantized tensor the next block reads) is compared with the fp32 model's on
-the same samples:
+in float ("fake quantized", the arithmetic the int8 kernels approximate).
 
-* ``sqnr_db``: SQNR of the block's output against fp32 (the error accumulated up to there);
-* ``added_db``: how many dB this block lost, ``sqnr(previous block) - sqnr(this block)``
-  (the input's SQNR is infinite, so the first block's figure is its own SQNR and is
-  reported as ``added_db = None``; it is ranked by ``sqnr_db``... see ``_rank_key``).
+Each top-level block's output (block boundaries: ``model.named_blocks()``; in the int8 graph,
+the dequantized tensor the next block reads) is compared with the fp32 model's on the same
+samples, two ways:
 
-Ranked by the dB each block loses, the block that breaks stands out even when its error then
-propagates to everything after it. ``what_if_fp32`` re-quantizes with named blocks left in
-fp32 and reports the logits' SQNR and top-1 agreement with fp32, before and after.
+* ``sqnr_db``: SQNR of the block's output against fp32 in the int8 model as it runs, i.e. the
+  error accumulated up to there; ``added_db``: ``sqnr(previous block) - sqnr(this block)``;
+* ``alone_db``: SQNR of the block's output when it is fed the fp32 model's input to it
+  (quantized as the int8 graph quantizes its input): the error the block makes by itself.
+  Blocks are ranked by it, so the block that breaks stands out even though its error then
+  propagates to everything after it.
+
+``what_if_fp32`` re-quantizes with named blocks left in fp32 and reports the logits' SQNR and
+top-1 agreement with fp32, before and after.
 """
 from __future__ import annotations
 
@@ -56,18 +59,22 @@ def quantize_pt2e(model: nn.Module, calib: np.ndarray, keep_fp32: Iterable[str] 
                     fold_quantize=False)
 
 
+def _last_nodes(gm: torch.fx.GraphModule, names: list[str]) -> dict[str, torch.fx.Node]:
+    """Each block's last node in the graph: its output before any output quantization."""
+    last: dict[str, torch.fx.Node] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_function":
+            b = _block_of(node, names)
+            if b is not None:
+                last[b] = node
+    return last
+
+
 def block_output_nodes(gm: torch.fx.GraphModule, names: list[str]) -> dict[str, torch.fx.Node]:
     """For each block, the node holding its output as the rest of the graph reads it: the
     block's last node, or the dequantize after its output quantize."""
-    last: dict[str, torch.fx.Node] = {}
-    for node in gm.graph.nodes:
-        if node.op != "call_function":
-            continue
-        b = _block_of(node, names)
-        if b is not None:
-            last[b] = node
     out = {}
-    for b, node in last.items():
+    for b, node in _last_nodes(gm, names).items():
         cur = node
         q = [u for u in cur.users if "quantize_per_tensor" in str(u.target) and "dequant" not in str(u.target)]
         if len(q) == 1:  # the output is requantized: read it through (one of) its dequantize(s)
@@ -78,7 +85,11 @@ def block_output_nodes(gm: torch.fx.GraphModule, names: list[str]) -> dict[str, 
 
 
 def _capture_graph(gm: torch.fx.GraphModule, nodes: dict[str, torch.fx.Node], x: np.ndarray,
-                   batch: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                   batch: int, feed: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The values of ``nodes`` (block -> node) and the logits, one sample at a time. With
+    ``feed`` (block -> fp32 outputs), each of those nodes, once recorded, is replaced by the fp32
+    value, so the next block starts from the fp32 model's input (quantized as the graph
+    quantizes it) and each recorded value holds one block's own int8 error."""
     wanted = {n: b for b, n in nodes.items()}
     got: dict[str, list] = {b: [] for b in nodes}
     logits = []
@@ -87,12 +98,17 @@ def _capture_graph(gm: torch.fx.GraphModule, nodes: dict[str, torch.fx.Node], x:
         def run_node(self, n):
             r = super().run_node(n)
             if n in wanted:
-                got[wanted[n]].append(r.detach().numpy().copy())
+                b = wanted[n]
+                got[b].append(r.detach().numpy().copy())
+                if feed is not None and b in feed and tuple(r.shape) == (1, *feed[b].shape[1:]):
+                    r = torch.from_numpy(feed[b][self.sample:self.sample + 1])
             return r
 
     with torch.no_grad():  # the graph was exported with a batch of 1, like the model files
         for i in range(len(x)):
-            logits.append(Rec(gm).run(torch.from_numpy(x[i:i + 1])).detach().numpy())
+            rec = Rec(gm)
+            rec.sample = i
+            logits.append(rec.run(torch.from_numpy(x[i:i + 1])).detach().numpy())
     return {b: np.concatenate(v) for b, v in got.items()}, np.concatenate(logits)
 
 
@@ -118,17 +134,16 @@ class BlockError:
     arch: str
     sqnr_db: float
     added_db: float | None
+    alone_db: float | None = None
     rank: int = 0
 
     def to_dict(self) -> dict:
         return {"name": self.name, "arch": self.arch, "sqnr_db": self.sqnr_db, "added_db": self.added_db,
-                "rank": self.rank}
+                "alone_db": self.alone_db, "rank": self.rank}
 
 
 def _rank_key(e: BlockError) -> float:
-    # the first block has no previous SQNR: the dB it lost is "infinity - its own SQNR";
-    # it is ranked by how far its SQNR is below the next-worst drop scale (~40 dB clean int8)
-    return e.added_db if e.added_db is not None else max(0.0, 40.0 - e.sqnr_db)
+    return e.alone_db if e.alone_db is not None else e.sqnr_db
 
 
 def localize(model: nn.Module, calib: np.ndarray, x: np.ndarray | None = None, *, keep_fp32: Iterable[str] = (),
@@ -139,6 +154,7 @@ def localize(model: nn.Module, calib: np.ndarray, x: np.ndarray | None = None, *
     ``calib``: calibration samples; ``x``: samples to measure on (default: ``calib``, as in the
     issue: the error the calibration itself leaves). ``quantized``: an already converted graph
     module (e.g. one with a deliberately corrupted scale) instead of quantizing here.
+    Blocks are ranked by ``alone_db``, worst first.
     Returns {"blocks": [BlockError dicts in model order], "ranked": [names, worst first],
     "logits_sqnr_db", "agreement"}.
     """
@@ -150,14 +166,18 @@ def localize(model: nn.Module, calib: np.ndarray, x: np.ndarray | None = None, *
     ref_blocks, ref_logits = _capture_eager(fold_batchnorm(model), names, x, batch)
     nodes = block_output_nodes(gm, names)
     q_blocks, q_logits = _capture_graph(gm, nodes, x, batch)
+    alone, _ = _capture_graph(gm, _last_nodes(gm, names), x, batch, feed=ref_blocks)
     rows, prev = [], None
     for b in names:
         if b not in q_blocks:
             continue
         s = sqnr_db(ref_blocks[b], q_blocks[b].reshape(ref_blocks[b].shape))
-        rows.append(BlockError(b, arch.get(b, ""), s, None if prev is None else prev - s))
+        own = alone.get(b)
+        own = sqnr_db(ref_blocks[b], own.reshape(ref_blocks[b].shape)) \
+            if own is not None and own.size == ref_blocks[b].size else None
+        rows.append(BlockError(b, arch.get(b, ""), s, None if prev is None else prev - s, own))
         prev = s
-    for rank, e in enumerate(sorted(rows, key=_rank_key, reverse=True), 1):
+    for rank, e in enumerate(sorted(rows, key=_rank_key), 1):
         e.rank = rank
     return {"blocks": [e.to_dict() for e in rows],
             "ranked": [e.name for e in sorted(rows, key=lambda e: e.rank)],

@@ -135,6 +135,12 @@ def test_localize_ranks_a_broken_block_first(digits_pair):
         res = localize(model, calib, quantized=gm)
         assert res["ranked"][0] == victim, res["blocks"]
         assert res["logits_sqnr_db"] < clean["logits_sqnr_db"]
+        # fed fp32 inputs, the blocks after the broken one keep their own error, while the error
+        # accumulated in the int8 model falls behind it
+        before = {b["name"]: b for b in clean["blocks"]}
+        after = [b for b in res["blocks"] if names.index(b["name"]) > names.index(victim)]
+        assert all(abs(b["alone_db"] - before[b["name"]]["alone_db"]) < 1.0 for b in after), res["blocks"]
+        assert all(b["sqnr_db"] < before[b["name"]]["sqnr_db"] - 1.0 for b in after[:1]), res["blocks"]
 
 
 def _logits_of(gm, x):
