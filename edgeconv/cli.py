@@ -22,6 +22,19 @@ from .cost import human
 # Wide tables when piped to a file or CI log, the terminal's width otherwise.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """edgeconv's own warnings as one line on stderr, without Python's echo of the source line."""
+    if os.path.abspath(filename).startswith(_PACKAGE):
+        err_console.print(f"[yellow]warning:[/] {message}")
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+warnings.showwarning = _show_warning
 
 
 def _fail(message: str, code: int = 2):

@@ -147,9 +147,6 @@ def check(artifacts, data, class_index, max_drop, limit, formats, do_localize, k
     for path in artifacts:
         art = Artifact.load(path)
         ev = eval_data(art, data, class_index, limit)
-        if ev.info["skipped"]:
-            err_console.print(f"[yellow]warning:[/] skipped {ev.info['skipped']} unreadable or non-image file(s) "
-                              f"in {data} (e.g. {', '.join(ev.info['skipped_files'][:3])})")
         fmts = [f.strip() for f in formats.split(",") if f.strip()] or None
         res = check_artifact(art, ev, max_drop=max_drop, int8_runner=int8_runner, formats=fmts, write=False)
         if device:
