@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -87,9 +88,12 @@ def _localize(art, data_source, class_index, ev, keep_fp32, top):
     source = calib.get("source")
     if not (source == "digits" or (source and Path(source).is_dir())):
         source, class_index = data_source, class_index
-    cal = load_data(source, input_shape=tuple(m["input_shape_nchw"][1:]), preprocess=m.get("preprocess"),
-                    split="calib", calib_count=int(calib.get("count") or m["quant"]["calib_count"]),
-                    labels=m.get("labels"), class_index=calib.get("class_index") or class_index)
+    with warnings.catch_warnings():
+        if Path(str(source)).resolve() == Path(str(data_source)).resolve():  # its skipped files were reported
+            warnings.simplefilter("ignore")
+        cal = load_data(source, input_shape=tuple(m["input_shape_nchw"][1:]), preprocess=m.get("preprocess"),
+                        split="calib", calib_count=int(calib.get("count") or m["quant"]["calib_count"]),
+                        labels=m.get("labels"), class_index=calib.get("class_index") or class_index)
     quant = QuantConfig.from_dict(m["quant"])
     loc = localize(model, cal.x, quant=quant)
     _print_localize(loc, top)
