@@ -55,7 +55,7 @@ def quantize_pt2e(model: nn.Module, calib: np.ndarray, keep_fp32: Iterable[str] 
     keep = tuple(keep_fp32)
     quant = replace(quant or QuantConfig(), keep_fp32=keep, calib_count=len(calib))
     samples = [torch.from_numpy(np.ascontiguousarray(calib[i:i + 1])) for i in range(len(calib))]
-    return quantize(fold_batchnorm(model), samples[0], samples, xnnpack_quantizer(keep), quant,
+    return quantize(fold_batchnorm(model), samples[0], samples, xnnpack_quantizer(), quant,
                     fold_quantize=False)
 
 

@@ -154,9 +154,13 @@ def quantize_pt2e(module: nn.Module, example: torch.Tensor, samples, quantizer, 
     ``ClampFusingQuantizer``), calibration one sample at a time on the first
     ``quant.calib_count`` of ``samples`` (batch-1 tensors, the shape of ``example``),
     ``convert_pt2e``, then ``bias_correct`` on the same samples if the recipe asks for it.
+    The ``quant.keep_fp32`` blocks are left unannotated, i.e. float (``set_module_name(name,
+    None)`` asserts in these quantizers while their annotators skip a ``None`` config).
     ``before_prepare(gm)`` may edit the exported graph first. Returns the converted graph,
     its quantize/dequantize pairs running in float."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    for block in quant.keep_fp32:
+        quantizer.module_name_config[block] = None
     samples = list(samples)[:quant.calib_count]
     exported = torch.export.export(module.eval(), (example,)).module()
     if before_prepare is not None:
@@ -204,9 +208,6 @@ class _PerSample(torch.fx.Interpreter):
 
     def call_module(self, target, args, kwargs):
         return self._each(self.fetch_attr(target), args, kwargs)
-
-    def call_method(self, target, args, kwargs):
-        return self._each(lambda obj, *a, **k: getattr(obj, target)(*a, **k), args, kwargs)
 
     def run_node(self, n):
         out = super().run_node(n)

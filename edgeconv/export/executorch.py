@@ -20,15 +20,11 @@ def _op_name(node) -> str:
     return parts[1] if len(parts) == 3 else parts[-1]
 
 
-def xnnpack_quantizer(keep_fp32=()):
-    """The XNNPACK PT2E quantizer (per-channel symmetric int8 weights, per-tensor int8
-    activations) with the ``keep_fp32`` blocks left unannotated, i.e. float."""
+def xnnpack_quantizer():
+    """The XNNPACK PT2E quantizer: per-channel symmetric int8 weights, per-tensor int8 activations."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer, get_symmetric_quantization_config)
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-    for block in keep_fp32:
-        quantizer.module_name_config[block] = None  # set_module_name asserts on None
-    return quantizer
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
 
 
 @register
@@ -46,7 +42,7 @@ class ExecuTorchExporter:
         quant_rows = None
         if precision == "int8":
             from ..quantize import quantize_pt2e
-            module = quantize_pt2e(module, example, calib, xnnpack_quantizer(quant.keep_fp32), quant)
+            module = quantize_pt2e(module, example, calib, xnnpack_quantizer(), quant)
             quant_rows = self._quantized_convs(module)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

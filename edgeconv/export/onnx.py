@@ -149,7 +149,7 @@ def bias_correct(reference: Path, quantized: Path, feeds: list[dict]) -> int:
         probe.graph.initializer.remove(init)
     run = _runner(probe, feeds)
     changed = 0
-    for (name, out, b, scale), target in zip(layers, targets):
+    for (_, out, b, scale), target in zip(layers, targets):
         got = _channel_mean(run([out], values)[0])
         if got.shape != target.shape:
             continue

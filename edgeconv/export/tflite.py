@@ -125,8 +125,6 @@ class TFLiteExporter:
             pt2e_quantizer._get_module_name_filter = get_module_name_filter
             quantizer = PT2EQuantizer().set_global(
                 get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-            for block in quant.keep_fp32:
-                quantizer.module_name_config[block] = None  # set_module_name asserts on None
             gm = quantize_pt2e(module, ex, samples, quantizer, quant, before_prepare=_mark_adds,
                                fold_quantize=False)
             edge = litert_torch.convert(gm, (ex,), quant_config=LiteRTQuantConfig(pt2e_quantizer=quantizer))
