@@ -33,15 +33,16 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from edgeconv.accuracy import paired_delta, run_local, sqnr_db, top1_agreement, topk_correct  # noqa: E402
+from edgeconv.accuracy import paired_delta, run_file, sqnr_db, top1_agreement, topk_correct  # noqa: E402
+from edgeconv.artifact import Artifact, file_name, write_json_atomic  # noqa: E402
 from edgeconv.data import load_data  # noqa: E402
-from edgeconv.export import export, write_json_atomic  # noqa: E402
-from edgeconv.quantize import QuantConfig  # noqa: E402
+from edgeconv.exporters import export  # noqa: E402
+from edgeconv.quantize import QuantRecipe  # noqa: E402
 from edgeconv.zoo import create_model  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 FORMATS = ("onnx", "tflite", "executorch")
-# name -> (QuantConfig fields, formats the variant changes). "default" is QuantConfig() as shipped.
+# name -> (QuantRecipe fields, formats the variant changes). "default" is QuantRecipe() as shipped.
 VARIANTS = {
     "default": ({}, FORMATS),
     "no_bias_correction": ({"bias_correction": False}, FORMATS),
@@ -55,10 +56,11 @@ VARIANTS = {
 
 
 def _stock_relu6(on: bool) -> None:
+    """The stock PT2E annotation of ReLU6 (the clamp shares the conv's observer), for the "stock" row."""
     import edgeconv.quantize as q
-    if not hasattr(q, "_ClampFusingQuantizer"):
-        q._ClampFusingQuantizer = q.ClampFusingQuantizer
-    q.ClampFusingQuantizer = (lambda inner: inner) if on else q._ClampFusingQuantizer
+    if not hasattr(q, "_fuse_clamp_annotations"):
+        q._fuse_clamp_annotations = q.fuse_clamp_annotations
+    q.fuse_clamp_annotations = (lambda gm: gm) if on else q._fuse_clamp_annotations
 
 
 def main(argv=None) -> int:
@@ -105,7 +107,7 @@ def main(argv=None) -> int:
         fields, applies = VARIANTS[name]
         fields = dict(fields)
         _stock_relu6(fields.pop("_stock_relu6", False))
-        quant = QuantConfig(**fields)
+        quant = QuantRecipe(**fields)
         entry = results["variants"].setdefault(name, {"splits": {}})
         entry.update(quant=quant.to_dict(), formats=[f for f in formats if f in applies])
         for seed in seeds:
@@ -154,13 +156,13 @@ def _summary(splits: dict) -> dict:
 
 
 def _exported(model, folder: Path, fmt: str, precision: str, calib, quant, calib_info) -> Path:
-    path = folder / f"model_{precision}{_suffix(fmt)}"
+    path = folder / file_name(fmt, precision)
     manifest = folder / "manifest.json"
     if path.exists() and manifest.exists() and (
             quant is None or json.loads(manifest.read_text()).get("quant") == quant.to_dict()):
         return path
     t0 = time.time()
-    art = export(model, calib=calib, out=folder, formats=[fmt], precisions=[precision], quant=quant,
+    art = export(model, calib=calib, out=folder, formats=[fmt], precisions=[precision], recipe=quant,
                  force=True, calib_info=calib_info)
     if art.errors:
         raise RuntimeError(f"export failed: {art.errors[0]['message']}")
@@ -168,16 +170,12 @@ def _exported(model, folder: Path, fmt: str, precision: str, calib, quant, calib
     return path
 
 
-def _suffix(fmt: str) -> str:
-    return {"onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte"}[fmt]
-
-
 def _logits(path: Path, x: np.ndarray, cache: Path) -> np.ndarray:
     if cache.exists() and cache.stat().st_mtime >= path.stat().st_mtime:
         y = np.load(cache)
         if len(y) == len(x):
             return y
-    y = run_local(path, x)
+    y = run_file(Artifact.load(path.parent), path.name, x)
     np.save(cache, y)
     return y
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeconv.bench import TimingConfig, bench, stats
+from edgeconv.benchmark import TimingConfig, bench, stats
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,12 +34,12 @@ def main():
     import torch
 
     from edgeconv.data import load_data
-    from edgeconv.export import export
+    from edgeconv.exporters import export
     from edgeconv.zoo import create_model
     work = Path(tempfile.mkdtemp(prefix="bench-timing-"))
     net = create_model(a.model, **({"input_size": a.input_size} if a.input_size else {}))
     torch.manual_seed(0)
-    calib = load_data("digits", input_shape=net.input_shape, preprocess=net.spec.preprocess, calib_count=32)
+    calib = load_data("digits", input_shape=net.input_shape, preprocess=net.card.preprocess, calib_count=32)
     art = export(net, calib=calib.x, out=work / a.model, formats=(a.format,), precisions=(a.precision,))
     cfg = TimingConfig()  # the defaults
     repeats = []

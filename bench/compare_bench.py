@@ -11,7 +11,8 @@ import json
 import time
 from pathlib import Path
 
-from edgeconv.bench import ResultsFile, TimingConfig, bench, compare_rows, export_pair, latest
+from edgeconv.benchmark import ResultsFile, TimingConfig, bench, compare_rows, export_pair, latest
+from edgeconv.quantize import QuantRecipe
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,7 +35,7 @@ def main():
     for model in a.models.split(","):
         t0 = time.time()
         mdir, tdir = export_pair(model, a.work, formats=fmts, precisions=precs, input_size=a.input_size,
-                                 calib_count=16)
+                                 recipe=QuantRecipe(calib_count=16))
         print(f"{model}: exported in {time.time() - t0:.0f} s", flush=True)
         results = Path(a.work) / "results.jsonl"
         bench([mdir, tdir], ["local"], results, precisions=precs, formats=fmts, cfg=cfg)

@@ -22,8 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_device.agent import Session, make_input  # noqa: E402
 from edgeconv.data import load_data  # noqa: E402
-from edgeconv.export import export  # noqa: E402
-from edgeconv.verify import verify  # noqa: E402
+from edgeconv.exporters import export  # noqa: E402
+from edgeconv.parity import verify  # noqa: E402
 from edgeconv.zoo import create_model  # noqa: E402
 
 

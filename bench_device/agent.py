@@ -35,10 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-AGENT_VERSION = 1
+AGENT_VERSION = 2
 SCHEMA_VERSION = 1
 RUNTIMES: dict[str, type] = {}
-DEFAULT_RUNTIME = {".onnx": "onnxruntime", ".tflite": "litert", ".pte": "executorch"}
 
 
 def register(cls):
@@ -163,10 +162,11 @@ class Session:
         if not path.exists():
             raise FileNotFoundError(f"model file {path} does not exist")
         self.path = path
-        self.runtime_name = runtime or DEFAULT_RUNTIME.get(path.suffix)
+        by_suffix = {cls.suffix: name for name, cls in RUNTIMES.items()}
+        self.runtime_name = runtime or by_suffix.get(path.suffix)
         if self.runtime_name is None:
             raise ValueError(f"{path}: no runtime for '{path.suffix}' files; known suffixes: "
-                             f"{', '.join(DEFAULT_RUNTIME)}")
+                             f"{', '.join(by_suffix)}")
         cls = get_runtime(self.runtime_name)
         if path.suffix != cls.suffix:
             raise ValueError(f"{path}: runtime {cls.name} runs {cls.suffix} files, not {path.suffix}")
@@ -289,14 +289,27 @@ def emulated() -> str | None:
     return None
 
 
+CPUFREQ = "/sys/devices/system/cpu/cpu0/cpufreq/"
+
+
+def freq_mhz() -> float | None:
+    """The current clock of CPU 0 (cpufreq), or the first "cpu MHz" of /proc/cpuinfo."""
+    freq = _read(CPUFREQ + "scaling_cur_freq")
+    if freq and freq.isdigit():
+        return int(freq) / 1000
+    for value in _cpuinfo_values("cpu MHz", _read("/proc/cpuinfo") or ""):
+        try:
+            return float(value)
+        except ValueError:
+            break
+    return None
+
+
 def device_facts() -> dict:
-    cpu = "/sys/devices/system/cpu/cpu0/cpufreq/"
-    freq = _read(cpu + "scaling_cur_freq")
     return {
         "hostname": platform.node(), "arch": platform.machine(), "cpu": cpu_model(),
-        "cores": os.cpu_count(), "governor": _read(cpu + "scaling_governor"),
-        "freq_mhz": int(freq) / 1000 if freq and freq.isdigit() else None,
-        "emulated": emulated(),
+        "cores": os.cpu_count(), "governor": _read(CPUFREQ + "scaling_governor"),
+        "freq_mhz": freq_mhz(), "emulated": emulated(),
         "os": platform.platform(), "python": platform.python_version(),
     }
 
@@ -340,11 +353,55 @@ def time_runs(fn, warmup: int, min_runs: int, min_seconds: float, max_seconds: f
             return samples
 
 
+def telemetry(t_s: float) -> dict:
+    return {"t_s": round(t_s, 3), "temp_c": temperature_c(), "freq_mhz": freq_mhz(), "throttled": throttled()}
+
+
+def time_sustained(fn, warmup: int, seconds: float, every: float) -> tuple[list[float], list[float], list[dict]]:
+    """Sustained mode: time runs for ``seconds`` of wall time (heat and clocks settle or drift),
+    sampling temperature, clock and throttling every ``every`` seconds. Returns (samples in ms,
+    each sample's start in s from the first, telemetry)."""
+    for _ in range(warmup):
+        fn()
+    samples, starts, tele = [], [], [telemetry(0.0)]
+    start = time.perf_counter()
+    next_probe = every
+    while True:
+        t0 = time.perf_counter_ns()
+        fn()
+        t1 = time.perf_counter_ns()
+        samples.append((t1 - t0) / 1e6)
+        starts.append(round(t0 / 1e9 - start, 4))
+        elapsed = time.perf_counter() - start
+        if elapsed >= next_probe:
+            tele.append(telemetry(elapsed))
+            next_probe += every
+        if elapsed >= seconds:
+            tele.append(telemetry(elapsed))
+            return samples, starts, tele
+
+
+def watch_stdin() -> None:
+    """Exit when stdin closes: over ssh the agent's stdin is the connection, so a lost link stops
+    the agent instead of leaving it to run on the device."""
+    import threading
+
+    def watch():  # os.read, not sys.stdin: a buffered reader's lock blocks interpreter shutdown
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        os._exit(75)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def bench(path: str, runtime: str | None, threads: int, warmup: int, min_runs: int,
-          min_seconds: float, max_seconds: float) -> dict:
+          min_seconds: float, max_seconds: float, sustained_seconds: float = 0.0, sample_every: float = 5.0) -> dict:
     rec = {"file": Path(path).name, "runtime": runtime, "threads": threads,
            "config": {"warmup": warmup, "runs": min_runs, "threads": threads,
-                      "min_seconds": min_seconds, "max_seconds": max_seconds},
+                      "min_seconds": min_seconds, "max_seconds": max_seconds,
+                      "sustained_seconds": sustained_seconds or None},
            "temp_c_before": temperature_c(), "samples_ms": [], "status": "ok", "error": None}
     try:
         session = Session(path, runtime, threads)
@@ -355,8 +412,12 @@ def bench(path: str, runtime: str | None, threads: int, warmup: int, min_runs: i
         t0 = time.perf_counter()
         session.adapter.run(x)
         rec["first_ms"] = (time.perf_counter() - t0) * 1e3
-        rec["samples_ms"] = time_runs(lambda: session.adapter.run(x), warmup, min_runs,
-                                      min_seconds, max_seconds)
+        if sustained_seconds:
+            rec["samples_ms"], rec["samples_t_s"], rec["telemetry"] = time_sustained(
+                lambda: session.adapter.run(x), warmup, sustained_seconds, sample_every)
+        else:
+            rec["samples_ms"] = time_runs(lambda: session.adapter.run(x), warmup, min_runs,
+                                          min_seconds, max_seconds)
     except Exception as e:  # one failed run is a record, not a lost benchmark
         rec["status"] = "error"
         rec["error"] = f"{type(e).__name__}: {e}"
@@ -381,7 +442,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inputs", help=".npy of NCHW float32 inputs to run instead of timing")
     p.add_argument("--outputs", help="with --inputs: where to save the outputs (.npy)")
     p.add_argument("--facts", action="store_true", help="print device facts and runtimes, then exit")
+    p.add_argument("--sustained-seconds", type=float, default=0.0,
+                   help="sustained mode: keep timing this long, sampling temperature and clocks")
+    p.add_argument("--sample-every", type=float, default=5.0, help="sustained mode: telemetry period (s)")
+    p.add_argument("--exit-with-stdin", action="store_true",
+                   help="exit when stdin closes (the host's connection), leaving nothing running; the "
+                        "pid goes to agent.pid in the working folder, for a later clean-up")
     a = p.parse_args(argv)
+    if a.exit_with_stdin:
+        Path("agent.pid").write_text(str(os.getpid()))
+        watch_stdin()
     doc: dict = {"agent_version": AGENT_VERSION, "schema_version": SCHEMA_VERSION}
     if a.affinity:
         cpus = set()
@@ -403,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                    shape=list(y.shape))
     else:
         doc["records"] = [bench(a.model, a.runtime, int(t), a.warmup, a.min_runs, a.min_seconds,
-                                a.max_seconds) for t in a.threads.split(",")]
+                                a.max_seconds, a.sustained_seconds, a.sample_every) for t in a.threads.split(",")]
     print(json.dumps(doc))
     return 0
 

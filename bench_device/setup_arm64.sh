@@ -21,8 +21,9 @@
 #               arm64 torch build it links against into a separate layer.
 #   5. wrapper  Writes <cache>/arm64/bin/python3: a small shell script that
 #               runs the arm64 Python under qemu; call it like `python3`.
-#   6. check    Runs a smoke test on the emulated device: a tiny Conv model
-#               through onnxruntime and LiteRT (and ExecuTorch if installed).
+#   6. check    Runs bench_device/selftest.py on the emulated device: a tiny
+#               Conv model through the agent's own runtime adapters
+#               (onnxruntime and LiteRT, and ExecuTorch if installed).
 #
 # Nothing on the host is installed or changed (apart from pip's own download
 # cache): apt is run with private configuration, lists and cache directories
@@ -30,14 +31,14 @@
 # are not touched), and binfmt_misc is not used.  Root is not required.
 # Network access is needed only to the Debian mirror and PyPI.
 #
-# Everything lives in ${EDGECONV_CACHE:-<repo>/.cache}/arm64/:
+# Everything lives in <cache>/arm64/, <cache> being $EDGECONV_CACHE, else the
+# checkout's .cache, else (an installed edgeconv) ~/.cache/edgeconv:
 #   qemu/qemu-aarch64     the emulator (static x86_64 binary)
 #   sysroot/              Debian 12 arm64 root: /usr/bin/python3.11, libs,
 #                         /usr/local/lib/python3.11/dist-packages (the wheels)
 #   executorch-site/      optional ExecuTorch + torch layer
 #   bin/python3           wrapper (also bin/python3.11, bin/python)
 #   bin/qemu-aarch64      symlink to the emulator
-#   check_arm64.py        the smoke test, runnable again with bin/python3
 #
 # Usage:
 #   bench_device/setup_arm64.sh [--with-executorch] [--no-check] [--check] [--force]
@@ -54,10 +55,9 @@
 #   --force            delete <cache>/arm64 and build everything again.
 #
 # Environment:
-#   EDGECONV_CACHE                  cache root (default: <repo>/.cache)
+#   EDGECONV_CACHE                  cache root (see above)
 #   EDGECONV_ARM64_PACKAGES         pip requirements for the device
-#                                   (default: "numpy==2.4.6 onnxruntime==1.32.0
-#                                   ai-edge-litert==2.3.0")
+#                                   (default: the pins of requirements.txt)
 #   EDGECONV_ARM64_EXECUTORCH=1     same as --with-executorch
 #   EDGECONV_ARM64_EXECUTORCH_PACKAGES  (default: "executorch==1.5.1 torch==2.13.0")
 #   EDGECONV_DEBIAN_MIRROR          (default: http://deb.debian.org/debian)
@@ -83,7 +83,14 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd -P)
 
-CACHE_ROOT=${EDGECONV_CACHE:-$REPO_ROOT/.cache}
+# The same rule as edgeconv.device.qemu.cache_dir: a source checkout keeps it in .cache,
+# an installed edgeconv in ~/.cache/edgeconv.
+if [ -f "$REPO_ROOT/pyproject.toml" ]; then
+    DEFAULT_CACHE=$REPO_ROOT/.cache
+else
+    DEFAULT_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/edgeconv
+fi
+CACHE_ROOT=${EDGECONV_CACHE:-$DEFAULT_CACHE}
 mkdir -p "$CACHE_ROOT"
 CACHE_ROOT=$(cd "$CACHE_ROOT" && pwd -P)
 ARM=$CACHE_ROOT/arm64
@@ -95,7 +102,6 @@ SITE=$SYSROOT/usr/local/lib/python3.11/dist-packages
 ET_SITE=$ARM/executorch-site
 BIN=$ARM/bin
 WRAPPER=$BIN/python3
-CHECK_PY=$ARM/check_arm64.py
 STAMPS=$ARM/stamps
 APT_DIR=$ARM/apt
 WHEELS=$ARM/wheels
@@ -117,7 +123,8 @@ SYSROOT_SUITE=bookworm
 SYSROOT_PACKAGES="python3.11 libstdc++6 libgcc-s1 libgomp1"
 SYSROOT_GLIBC_MINOR=36   # bookworm has glibc 2.36: wheels up to manylinux_2_36
 
-ARM64_PACKAGES=${EDGECONV_ARM64_PACKAGES:-numpy==2.4.6 onnxruntime==1.32.0 ai-edge-litert==2.3.0}
+# The device's packages: the one version list, requirements.txt beside this script.
+ARM64_PACKAGES=${EDGECONV_ARM64_PACKAGES:-$(sed -e 's/#.*//' "$SCRIPT_DIR/requirements.txt" | xargs)}
 EXECUTORCH_PACKAGES=${EDGECONV_ARM64_EXECUTORCH_PACKAGES:-executorch==1.5.1 torch==2.13.0}
 # Pure-Python modules that executorch's runtime imports (installed without
 # executorch's full dependency list, which is for exporting models on a host).
@@ -465,150 +472,16 @@ run_python() { "$WRAPPER" "$@"; }
 # --------------------------------------------------------------------------
 # Step 6: smoke test
 # --------------------------------------------------------------------------
-write_check() {
-    cat > "$CHECK_PY" <<'EOF'
-"""Smoke test of the emulated arm64 device (written by setup_arm64.sh).
-
-Runs a 1x1x4x4 -> 1x2x4x4 Conv2d (3x3, padding 1) through onnxruntime, LiteRT
-and, with --executorch, ExecuTorch (XNNPACK), and compares with numpy.
-"""
-import base64, gzip, os, platform, resource, sys, time
-
-# The same Conv2d exported three ways; gzip + base64.
-ONNX = """
-H4sIAAAAAAACA+PgEOJITUlPTc7PK7O6wcilysVYwcUYzsXoJMRYqcTiDBTWEuRiKUhMKXZghMAF
-jOxCnCWZeZXxIE1a4RxMHIwczBzMAoxOjOFeHgxAcPbMGduzZ3zsZs2caQdk2wGF7GfNlLQ3Nja2
-B4rbp6Wl2TMwNADZPUDxmUD+MqDcZqDYAaDYGaDYTXstQQ4mkJFOXhwg7UC8P0oa6DohMS4RDkYh
-AS6gtVDMAsJJQMlKNEkmmKQTCxeDAC8AN7z8u+0AAAA=
-"""
-TFLITE = """
-H4sIAAAAAAACA51UQWgTURCdTTfbtQ21YIgVCvZQqFRZ2yaIYG0KFqmQgohHYYnd3TY12ZRk07Nn
-6cGDl/ZcxIM3e9ejhxS86kk8iGeP2mZ98/9ks7S91IW3/+/8+TNv3vz9k0T09GGlmKcpMsmmHI1T
-HrYJmlTjEPAYWAE8g7BO9AWoAKO8ZmEOdLMYgQOTaBq4C1sJmAPGDb3H4DiGjrmI1+sM9hnaPk78
-jGDMgYWJmc41CUwBl4G239qphRuu5wfVTj1S+/IS9wZgy14b82HAVDaiZifa7kTuHGf48SeO2Q5a
-VG1ttNkKGrQq/p/jOLYVE6KrwAvf33bbUfV53d+sN931ZoiPMKLZvzoOI2p1fM7NmW3JeQm4AjRq
-odvqhFGt4bs7fqtda4YUyF6ued654yhi8nCda5VHT6YeNEP4R77nwDKGfgy6MwbLMlCSuvPCg9Go
-1kKSvr2HMN+ld4ZoYkge5riCDYdwfAbsQoQJ4BAOtqH36H7ovKxHRjibqXgZ0ZLHg14cz+jwM7y+
-cBzH7FqSfIxF4PrZXrr9HskkyZFJ1fZOxWMttBLDogW7sS/rOC0cc+qtu5KTOEYKlmiUlZFtXqz7
-wun4+7fwX5ZabTknNwHXZaVd11m7HTVb65tOGDqNptep+20Hh2TH4f4teO76vVJSS78O5hKdcOwR
-xY0VHjmlbVb8SGxcz6gadT0FvVRg3/2TAU/rv3kWz/Dk+RvE/tbj+BkVP5vq48XiLySxfyHmVm/w
-D5zOudUb1GP+dz3zSbwhAevpIfZPyb0q+gZBUD7qdu8TvcRYWTrq7pb39/aWALYvBcHbMtzKxeIH
-2K9h/gnzIq+xP2xfy9wRPpdWcoOSOjUFOZ7TwsGW+2xM3T+1aNNJrpREBxvn8FU80IdSZ5Rr4LW+
-PhmJyfPZC+mT/r8s0ufeUvenldKd6wY+9uujc+sj45bws+VeKpzzj/fvWzP1H/b7fqzqNRWPfxP7
-10qUBgAA
-"""
-PTE_XNNPACK = """
-H4sIAAAAAAACA61WQWsTURCe3WzqGtcSY5AIRULoQUqR3exms5XaFKlQpIgHD4Va5CW7S4shhjZF
-xRb6A3oW68mTeCx4V48eWujBQ/0HHnr04EG7zns7m7yk6UHpg8mbNzvvm3nzZuZlGgDuPbLKwYpp
-FpE/1CAe6XjSac7DGP4WcM6CATryGvJcAvAV6QhpVumRiuvHQgvg1+8oShE/i+QHAbPrZYf5vuuG
-Uw3HtHzbY9WKF9QrjbrrOn7drEy5zLYsGyUBC71GJahWnZAxu2xxfxb+RJEqYVY95vjMNX3mMTes
-+IHlO3XfsqomY5ZbL5uWa5dDy3S9ctDwytWKZVaZUzGZb7tl1OOYb06iiOMp0Bt87XN7SDdp/SOK
-Ih364yRihdEwUIN/myfZtiZ/zwoE/r2tyTY0kJbC/pjgrqHNcSjiqhd5DaWAUgCP4xAdIn2je3iH
-AMdqfAd9oBLL7X3Ccxg4G+J+47GHMlJVRvFnsdVqs8bTu0hBy+/tzwou0/UpQzizRAqtdfy9RGeO
-94CqU/7o5Id62kXBK5KM66yQ/gf0sSBin4McXBGWdIpkjs5SSGI4MiL8G5HODYqaSu45ySFN+JqB
-i+RXgp+Hq6fwszI+WjhCf7bPwFf68ONY6YIHmEOaQlqyJouvSp2X7aB0u9jaaDYni6XGs1YneNGR
-BCurTX8taD1ZbwcNFC8tby3j3pPB/aX6xmqzs9pav9XZaDeDUh9WiYOVhqGd2/5/8X9rqN/+aqMz
-YHZpuXQWBAbhAsYgfLb2nK358D9jcd40bwDvfg+1/sqM62zxgWkB1WNR3J+BOZCPcwSzgNdjUYtr
-bpx6Xx5nXYnvnfe+Y6RNqW4KohvEdcPzNaKR9JXz6ZMZ9K5npyDZmZfOeD79M9OtkUxSB1Itp6Va
-5rW4qcSx4m/HDo9x8lZgD+aqcWxz6P+IiDdQxHOEqFEskxpO0/7Bmv5JeJx/HXFe6fYvleIh7xuP
-evot0teol3HdlGRHk/rXXjTc7yx1o2F+czxVwksRqaI/jGJe6xTTHm5BigfPHBk38VEZ4qNC/UfG
-zFNUE0S+ykp4uoQx2MuSnE7ubSI+fzrOZe5LvlspBukYtC8t5UdKij3PoZzw0BA5hOOy082bCbjf
-V3tjWIvj+D5OggmO0PBgGnN5DjX73w85tsoQUgf45Hzx+9bnj3S+LHVyo3s+OV7JmyXbNM/oP2EY
-1g729+/gvwWcF2YO9ndqb3d3Z5C4fCYM39dQrWbbH1F+HfkvyNv8G9dH2fca/P/gez//BZ0DPxEI
-CgAA
-"""
-
-
-def blob(text):
-    return gzip.decompress(base64.b64decode("".join(text.split())))
-
-
-def timed(what, fn):
-    t = time.perf_counter()
-    value = fn()
-    print(f"  {what}: {time.perf_counter() - t:.2f} s")
-    return value
-
-
-def cpu_facts():
-    facts = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "CPU implementer", "CPU part") and key not in facts:
-                    facts[key] = value.strip()
-    except OSError:
-        pass
-    return facts
-
-
-print("device:")
-print(f"  machine: {platform.machine()}  python: {platform.python_version()}  "
-      f"os.cpu_count(): {os.cpu_count()}  affinity: {len(os.sched_getaffinity(0))}")
-print(f"  /proc/cpuinfo: {cpu_facts()}")
-print("imports:")
-np = timed("import numpy", lambda: __import__("numpy"))
-ort = timed("import onnxruntime", lambda: __import__("onnxruntime"))
-interp_mod = timed("import ai_edge_litert.interpreter",
-                   lambda: __import__("ai_edge_litert.interpreter", fromlist=["Interpreter"]))
-print(f"  numpy {np.__version__}, onnxruntime {ort.__version__}")
-
-x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
-w = np.arange(18, dtype=np.float32).reshape(2, 1, 3, 3) / 10
-b = np.array([0.5, -0.5], dtype=np.float32)
-xp = np.pad(x[0, 0], 1)
-ref = np.empty((1, 2, 4, 4), dtype=np.float32)
-for o in range(2):
-    for i in range(4):
-        for j in range(4):
-            ref[0, o, i, j] = (xp[i:i + 3, j:j + 3] * w[o, 0]).sum() + b[o]
-
-ok = True
-
-
-def report(name, y):
-    global ok
-    good = y.shape == ref.shape and np.allclose(y, ref, atol=1e-4)
-    ok &= good
-    print(f"  {name}: sum={float(y.sum()):.4f} first row={[round(float(v), 4) for v in y[0, 0, 0]]} "
-          f"{'OK' if good else 'MISMATCH'}")
-
-
-print("inference (Conv2d 1x1x4x4 -> 1x2x4x4):")
-sess = ort.InferenceSession(blob(ONNX), providers=["CPUExecutionProvider"])
-report("onnxruntime", sess.run(None, {sess.get_inputs()[0].name: x})[0])
-
-interp = interp_mod.Interpreter(model_content=blob(TFLITE))
-interp.allocate_tensors()
-interp.set_tensor(interp.get_input_details()[0]["index"], x)
-interp.invoke()
-report("litert", interp.get_tensor(interp.get_output_details()[0]["index"]))
-
-if "--executorch" in sys.argv:
-    torch = timed("import torch", lambda: __import__("torch"))
-    rt_mod = timed("import executorch.runtime",
-                   lambda: __import__("executorch.runtime", fromlist=["Runtime"]))
-    program = rt_mod.Runtime.get().load_program(blob(PTE_XNNPACK))
-    out = program.load_method("forward").execute([torch.from_numpy(x)])[0]
-    report("executorch (xnnpack)", out.numpy())
-
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(f"ru_maxrss: {rss} KiB (of the qemu process: includes the emulator)")
-print("RESULT:", "OK" if ok else "FAILED")
-sys.exit(0 if ok else 1)
-EOF
-}
-
 run_check() {
     local args=()
     if executorch_installed && { [ "$WITH_EXECUTORCH" = 1 ] || [ "$CHECK_ONLY" = 1 ]; }; then
-        args+=(--executorch)
+        args+=(--require onnxruntime,litert,executorch)
+    else
+        args+=(--require onnxruntime,litert --runtimes onnxruntime,litert)
     fi
-    log "check: running $CHECK_PY on the emulated device ${args[*]}"
+    log "check: running selftest.py on the emulated device ${args[*]}"
     local t0=$SECONDS
-    run_python "$CHECK_PY" "${args[@]}" || die "smoke test failed"
+    run_python "$SCRIPT_DIR/selftest.py" "${args[@]}" || die "smoke test failed"
     log "check: passed in $((SECONDS - t0)) s"
 }
 
@@ -658,7 +531,6 @@ main() {
         if ! { [ -x "$WRAPPER" ] && [ -x "$QEMU" ] && [ -x "$SYSROOT/usr/bin/python3.11" ]; }; then
             die "the device is not set up yet: run $0 first"
         fi
-        write_check
         run_check
         summary
         return
@@ -673,7 +545,6 @@ main() {
     compile_stdlib
     setup_wheels
     setup_executorch
-    write_check
     if [ "$RUN_CHECK" = 1 ]; then run_check; fi
     log "done in $(( $(date +%s) - T_START )) s"
     summary

@@ -1,4 +1,5 @@
-"""Accuracy metrics: output agreement between two models, and accuracy against labels."""
+"""Accuracy: output agreement between two models, accuracy against labels, and ``check``: fp32 vs
+int8 per runtime, on this host and on a device."""
 from __future__ import annotations
 
 import numpy as np
@@ -39,10 +40,8 @@ def max_errors(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 Z95 = 1.959963984540054
-Runner = Callable[[Path, np.ndarray], np.ndarray]   # (model file, NCHW float32 inputs) -> logits
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> np.ndarray:
@@ -77,10 +76,18 @@ def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
-def run_local(path: Path, x: np.ndarray) -> np.ndarray:
-    """The default runner: the file in its runtime on this machine (bench_device.agent)."""
+def run_file(art, name: str, x: np.ndarray, session=None) -> np.ndarray:
+    """Outputs of file ``name`` of artifact ``art`` on NCHW float32 inputs ``x``, after checking the
+    file is the one the manifest describes: in its runtime on this machine (the device agent's
+    adapters), or on a device through ``session`` (``edgeconv.device.AgentSession``)."""
+    path = art.checked(name)
+    if session is not None:
+        return session.run_inputs(path, x)
     from bench_device.agent import Session
-    return Session(path).run(x)
+
+    from .quiet import native_output
+    with native_output(f"{name} run"):
+        return Session(path, entry=art.files[name].to_dict()).run(x)
 
 
 @dataclass
@@ -92,125 +99,138 @@ class EvalData:
 
 def eval_data(art, data: str, class_index: str | None = None, limit: int | None = None) -> EvalData:
     """Labelled evaluation samples for artifact ``art`` from ``data`` (digits or a folder), in the
-    model's preprocessing (from the manifest). When ``data`` is the artifact's calibration source,
-    the calibration samples are left out (the loaders' ``eval`` split), so the two never overlap."""
-    from .data import load_data
+    model's preprocessing (from the manifest), without any sample that calibrated it
+    (``edgeconv.data.heldout``: decided from the files' contents)."""
+    from .data import heldout
     m = art.manifest
-    labels = m.get("labels")
-    shape = tuple(m["input_shape_nchw"][1:])
-    calib = m.get("calibration") or {}
-    calib_count = int(calib.get("count") or m.get("quant", {}).get("calib_count", 64))
-    same = _same_source(data, calib.get("source"))
-    class_index = class_index or (calib.get("class_index") if same else None)
-    if data == "digits":
-        split = "eval"    # the 500 held out of training and calibration
-    else:
-        split = "eval" if same else "all"
-    ds = load_data(data, input_shape=shape, preprocess=m.get("preprocess"), split=split,
-                   calib_count=calib_count, limit=limit, labels=labels, class_index=class_index)
+    fields = {"labels": 'labels = "labels.txt" (one class name per line)',
+              "preprocess": "[preprocess] with resize, crop, mean and std"}
+    missing = [text for key, text in fields.items() if not getattr(m, key)]
+    if missing:
+        raise ValueError(f"{art.path}: check needs the model's {' and '.join(k for k in fields if not getattr(m, k))}; "
+                         f"add {' and '.join(missing)} to its model card and export again")
+    out = m.output_shape
+    if out is not None and (len(out) != 2 or out[1] != len(m.labels)):
+        raise ValueError(f"{art.path}: the model's output is {' x '.join(map(str, out))}, not N x {len(m.labels)} "
+                         f"(one score per label); check scores classifiers only (export, verify and bench still work)")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit {limit}: must be at least 1")
+    ds = heldout(data, input_shape=tuple(m.input_shape_nchw[1:]), preprocess=m.preprocess,
+                 calibration=m.calibration, labels=m.labels, class_index=class_index, limit=limit)
     if ds.y is None:
         raise ValueError(f"{data}: the images are not labelled; use one sub-folder per class (named like "
                          "the model's labels) or ImageNet-style <wnid>_*.JPEG files with --class-index")
-    if labels and int(ds.y.max()) >= len(labels):
-        raise ValueError(f"{data}: labels go up to {int(ds.y.max())} but the model has {len(labels)} classes; "
+    if int(ds.y.max()) >= len(m.labels):
+        raise ValueError(f"{data}: labels go up to {int(ds.y.max())} but the model has {len(m.labels)} classes; "
                          "the data's classes do not match the model's labels (wrong --class-index?)")
-    info = {"source": ds.source, "split": split, "count": len(ds), "skipped": len(ds.skipped),
-            "skipped_files": [Path(s).name for s in ds.skipped[:20]], "class_index": class_index,
+    calib = m.calibration or {}
+    info = {"source": ds.source, "split": ds.split, "count": len(ds), "skipped": len(ds.skipped),
+            "skipped_files": [Path(s).name for s in ds.skipped[:20]], "class_index": ds.class_index,
             "calibration": {"source": calib.get("source"), "count": calib.get("count"),
-                            "disjoint": True if data == "digits" or not same or split == "eval" else False,
-                            "how": ("digits: calibration from the 1297 training digits, evaluation on the "
-                                    "500 held out" if data == "digits" else
-                                    f"the first {calib_count} of the folder's seeded shuffle calibrated; "
-                                    "evaluation on the rest" if same else
-                                    "evaluation folder is not the calibration source: all of it is used")}}
+                            "left_out": ds.left_out, "disjoint": True,
+                            "how": ("digits: calibration from the 1297 training digits, evaluation on the 500 "
+                                    "held out" if data == "digits" else
+                                    f"{ds.left_out} file(s) that calibrated the artifact (same content) left out"
+                                    if ds.left_out else "no evaluation file calibrated the artifact")}}
     return EvalData(ds.x, ds.y, info)
-
-
-def _same_source(data: str, source: str | None) -> bool:
-    if source is None:
-        return False
-    if data == source:
-        return True
-    try:
-        return Path(data).resolve() == Path(source).resolve()
-    except OSError:
-        return False
 
 
 def _scores(logits: np.ndarray, y: np.ndarray) -> dict:
     return {"top1": float(topk_correct(logits, y, 1).mean()), "top5": float(topk_correct(logits, y, 5).mean())}
 
 
-def check_artifact(artifact, data: EvalData, *, max_drop: float = 1.0, runner: Runner | None = None,
-                   int8_runner: Runner | None = None, formats: list[str] | None = None,
-                   write: bool = True) -> dict:
-    """fp32 and int8 accuracy of every format in ``artifact`` on ``data``, one row per runtime.
+def _compare(ref: np.ndarray, test: np.ndarray, y: np.ndarray) -> dict:
+    c_ref, c_test = topk_correct(ref, y, 1), topk_correct(test, y, 1)
+    scores = _scores(test, y)
+    return {"delta_top1": paired_delta(c_ref, c_test), "agreement": top1_agreement(ref, test),
+            "sqnr_db": sqnr_db(ref, test), "drop_points": 100 * (float(c_ref.mean()) - scores["top1"])}
 
-    ``runner`` runs a model file on inputs (default: locally in its runtime); ``int8_runner``
-    runs the int8 files (e.g. on a device; default ``runner``). A runtime that fails gets a row
-    with ``error`` and the others go on. ``ok`` is false when any row failed or dropped more
-    than ``max_drop`` points of top-1. Writes ``accuracy.json`` in the artifact folder.
-    """
-    from .export import Artifact, write_json_atomic
-    art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
-    runner = runner or run_local
-    int8_runner = int8_runner or runner
+
+def check_artifact(art, data: EvalData, *, max_drop: float = 1.0, formats: list[str] | None = None,
+                   session=None) -> dict:
+    """fp32 and int8 accuracy of every format in ``art`` on ``data``, one row per runtime, run on
+    this machine; with ``session`` (a device), the int8 files also run there and each row holds
+    both: the device's int8 against fp32 and against this host's int8. A runtime that fails gets
+    a row with ``error`` and the others go on. ``ok`` is false when any row failed or dropped more
+    than ``max_drop`` points of top-1 (on the host or on the device)."""
+    from .artifact import Artifact, runtime_of
+    art = art if isinstance(art, Artifact) else Artifact.load(art)
+    art.require_complete()
     x, y = data.x, data.y
-    fmts = formats or sorted({e["format"] for e in art.files.values()} | {e["format"] for e in art.errors})
+    fmts = formats or sorted({e.format for e in art.files.values()} | {e["format"] for e in art.errors})
     rows = []
     for fmt in fmts:
-        row = {"format": fmt, "runtime": RUNTIME_OF.get(fmt, fmt)}
+        row = {"format": fmt, "runtime": runtime_of(fmt)}
         try:
             logits = {}
-            for precision, run in (("fp32", runner), ("int8", int8_runner)):
-                path = art.file(fmt, precision)
-                if path is None:
+            for precision in ("fp32", "int8"):
+                name = art.name_of(fmt, precision)
+                if name is None:
                     why = next((e["message"] for e in art.errors
                                 if e["format"] == fmt and e["precision"] == precision), None)
                     raise FileNotFoundError(f"no {precision} {fmt} file in {art.path}"
                                             + (f" (export failed: {why})" if why else ""))
-                row[f"{precision}_file"] = path.name
-                try:
-                    out = np.asarray(run(path, x), np.float32)
-                except Exception as e:
-                    raise RuntimeError(f"{path.name}: {type(e).__name__}: {_short(e)}") from e
-                if out.shape[0] != len(x):
-                    raise RuntimeError(f"{path.name}: {out.shape[0]} outputs for {len(x)} inputs")
-                logits[precision] = out
-                row[precision] = _scores(out, y)
-            c32, c8 = topk_correct(logits["fp32"], y, 1), topk_correct(logits["int8"], y, 1)
-            d = paired_delta(c32, c8)
-            row.update(delta_top1=d, agreement=top1_agreement(logits["fp32"], logits["int8"]),
-                       sqnr_db=sqnr_db(logits["fp32"], logits["int8"]),
-                       drop_points=100 * (row["fp32"]["top1"] - row["int8"]["top1"]))
+                row[f"{precision}_file"] = name
+                logits[precision] = _outputs(art, name, x)
+                row[precision] = _scores(logits[precision], y)
+            row.update(_compare(logits["fp32"], logits["int8"], y))
             row["ok"] = row["drop_points"] <= max_drop + 1e-9
+            if session is not None:
+                dev = _outputs(art, row["int8_file"], x, session)
+                d = {"name": session.device.name, "int8": _scores(dev, y), **_compare(logits["fp32"], dev, y),
+                     "agreement_with_host_int8": top1_agreement(logits["int8"], dev),
+                     "sqnr_db_vs_host_int8": sqnr_db(logits["int8"], dev)}
+                row["device"] = d
+                row["ok"] = row["ok"] and d["drop_points"] <= max_drop + 1e-9
         except Exception as e:  # one runtime failing: its row says why, the others go on
-            row.update(ok=False, error=str(e) if isinstance(e, (RuntimeError, FileNotFoundError))
+            row.update(ok=False, error=str(e) if isinstance(e, (RuntimeError, FileNotFoundError, ValueError))
                        else f"{type(e).__name__}: {_short(e)}")
         rows.append(row)
-    result = {"schema_version": 1, "artifact": str(art.path), "model": art.manifest.get("model"),
-              "twin": art.manifest.get("twin"), "quant": art.manifest.get("quant"),
-              "data": data.info, "max_drop_points": max_drop, "rows": rows,
-              "ok": bool(rows) and all(r["ok"] for r in rows)}
-    if write:
-        write_json_atomic(art.path / "accuracy.json", _jsonable(result))
-    return result
+    m = art.manifest
+    return {"schema_version": 2, "artifact": str(art.path), "model": m.model, "twin": m.twin, "quant": m.quant,
+            "data": data.info, "max_drop_points": max_drop, "rows": rows,
+            "device": session.device.name if session is not None else None,
+            "ok": bool(rows) and all(r["ok"] for r in rows)}
 
 
-RUNTIME_OF = {"onnx": "onnxruntime", "tflite": "litert", "executorch": "executorch"}
+def _outputs(art, name: str, x: np.ndarray, session=None) -> np.ndarray:
+    from .quiet import message
+    try:
+        out = np.asarray(run_file(art, name, x, session), np.float32)
+    except Exception as e:
+        raise RuntimeError(f"{name}: {message(e)}" if isinstance(e, ValueError) else
+                           f"{name}: {type(e).__name__}: {_short(e)}") from e
+    if out.shape[0] != len(x):
+        raise RuntimeError(f"{name}: {out.shape[0]} outputs for {len(x)} inputs")
+    return out
+
+
+def check(artifact, data: str = "digits", *, class_index: str | None = None, max_drop: float = 1.0,
+          limit: int | None = None, formats: list[str] | None = None, device: str | None = None,
+          inventory: str | None = None, localize: bool = False, keep_fp32=(), depth: int = 1) -> dict:
+    """``edgeconv check``: fp32 vs int8 accuracy of every runtime in ``artifact`` on the labelled
+    ``data`` (``digits`` or an image folder), never on samples that calibrated it; with ``device``
+    the int8 files also run on that device's own kernels, beside this host's. ``localize`` adds
+    the per-block int8 error (``edgeconv.localize``) and, with ``keep_fp32``, what leaving those
+    blocks in fp32 recovers. Writes ``accuracy.json`` into the artifact folder and returns it."""
+    from .artifact import Artifact, jsonable, write_json_atomic
+    art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    if not -100 <= max_drop <= 100:
+        raise ValueError(f"--max-drop {max_drop}: must be between -100 and 100 points")
+    ev = eval_data(art, data, class_index, limit)
+    if device:
+        from .device import AgentSession
+        with AgentSession(device, inventory) as session:
+            res = check_artifact(art, ev, max_drop=max_drop, formats=formats, session=session)
+    else:
+        res = check_artifact(art, ev, max_drop=max_drop, formats=formats)
+    if localize:
+        from .localize import localize_artifact
+        res.update(localize_artifact(art, ev, keep_fp32=tuple(keep_fp32), depth=depth))
+    res = jsonable(res)
+    write_json_atomic(art.path / "accuracy.json", res)
+    return res
 
 
 def _short(e: BaseException) -> str:
     return " ".join(str(e).split())[:400]
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, (np.floating, np.integer)):
-        return _jsonable(obj.item())
-    return obj

@@ -29,7 +29,7 @@ import sys
 import types
 from pathlib import Path
 
-from .export import sha256
+from .artifact import READABLE_SCHEMAS, SCHEMA_VERSION, Artifact, ArtifactError
 
 import numpy as np
 
@@ -38,7 +38,6 @@ APP_DIR = ROOT / "android_demo"
 VECTORS_DIR = APP_DIR / "app" / "src" / "test" / "resources" / "vectors"
 ASSETS = Path("app") / "src" / "main" / "assets" / "edgeconv"  # under the app folder
 
-SCHEMA_VERSION = 1
 VECTORS_VERSION = 1
 LAYOUTS = ("NHWC", "NCHW")
 DTYPES = {"float32": None, "int8": (-128, 127), "uint8": (0, 255)}
@@ -159,9 +158,9 @@ def check_manifest(manifest: dict) -> list[str]:
         return [f"the manifest is a {type(manifest).__name__}: must be a JSON object"]
     problems = []
     sv = manifest.get("schema_version")
-    if sv != SCHEMA_VERSION:
+    if isinstance(sv, bool) or sv not in READABLE_SCHEMAS:
         problems.append(f"schema_version is {json.dumps(sv)}: the app reads schema_version "
-                        f"{SCHEMA_VERSION}")
+                        f"{' or '.join(map(str, READABLE_SCHEMAS))}")
     labels = manifest.get("labels")
     if not (isinstance(labels, list) and labels and all(isinstance(s, str) for s in labels)):
         problems.append(f"labels is {json.dumps(labels)[:60]}: must be a non-empty list of strings, "
@@ -241,9 +240,10 @@ def default_sample(manifest: dict):
     if labels == [str(i) for i in range(10)]:
         from sklearn.datasets import load_digits
 
-        from .data import DIGITS_TRAIN, SEED
+        from .artifact import split_indices
+        from .data import DIGITS_TRAIN
         d = load_digits()
-        i = int(np.sort(np.random.default_rng(SEED).permutation(len(d.images))[DIGITS_TRAIN:])[0])
+        i = split_indices(len(d.images), "eval", DIGITS_TRAIN)[0]
         return Image.fromarray((d.images[i] * (255 / 16)).astype(np.uint8), "L").convert("RGB")
     img = china_photo()
     return img.resize((384, 256), Image.BICUBIC)
@@ -258,10 +258,8 @@ def install(artifact_dir, app_dir, file_name: str | None = None, sample=None) ->
     ``app_dir/app/src/main/assets/edgeconv/``. Raises ValueError listing the problems, before
     writing anything, if the app could not consume the result. Returns the assets folder."""
     artifact_dir, app_dir = Path(artifact_dir), Path(app_dir)
-    mf = artifact_dir / "manifest.json"
-    if not mf.exists():
-        raise FileNotFoundError(f"{artifact_dir} is not an artifact folder: no manifest.json")
-    manifest = json.loads(mf.read_text())
+    art = Artifact.load(artifact_dir)
+    manifest = art.manifest.to_dict()
     if not (app_dir / "app").is_dir():
         raise ValueError(f"{app_dir} is not the Android demo app folder (no app/ in it); "
                          "pass the android_demo folder")
@@ -279,12 +277,10 @@ def install(artifact_dir, app_dir, file_name: str | None = None, sample=None) ->
     problems += check_manifest(m)
     src = artifact_dir / file_name if file_name else None
     if src is not None and file_name in files and not problems:
-        if not src.exists():
-            problems.append(f"android.model_file {file_name!r} is listed in the manifest but "
-                            f"{src} does not exist")
-        elif files[file_name].get("sha256") and sha256(src) != files[file_name]["sha256"]:
-            problems.append(f"{src}: its sha256 does not match files[{file_name!r}].sha256 in the "
-                            "manifest (a stale or partly written file); export again")
+        try:
+            art.checked(file_name)
+        except ArtifactError as e:
+            problems.append(str(e))
     if problems:
         raise ValueError(f"cannot install {artifact_dir} into the Android app:\n  - "
                          + "\n  - ".join(problems))

@@ -12,8 +12,14 @@ Sources (the ``--calib`` / ``--data`` value):
 * ``random``: Gaussian noise. Calibrating on noise mis-sizes every activation range, so it is
   used only when asked for by name, with a warning.
 
-Calibration takes the first ``calib_count`` images of a seeded shuffle, evaluation the rest:
-the two never overlap.
+Calibration takes the first ``calib_count`` images of a seeded shuffle
+(``edgeconv.artifact.split_indices``). Evaluation (``heldout``) leaves out every file whose
+content calibrated the artifact, recognised by digest (``Dataset.describe`` records them), so
+the two never overlap wherever the folders lie or however they are named.
+
+Images are read as 8-bit RGB: 16-bit greyscale (``I;16``, 32-bit ``I`` holding 16-bit values) is
+scaled to 8 bits, palette, alpha, CMYK and 1-bit images are converted by Pillow; modes with no
+defined range (float ``F``, ``I`` beyond 16 bits) are skipped with a warning that counts them.
 """
 from __future__ import annotations
 
@@ -23,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .artifact import SEED, file_digest, split_indices
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 DIGITS_TRAIN = 1297  # of 1797; the remaining 500 are held out for evaluation
-SEED = 0
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ class Preprocess:
     def resized(self, img):
         """PIL image -> RGB, shorter side ``resize``, center crop ``crop`` x ``crop``."""
         from PIL import Image
-        img = img.convert("RGB")
+        img = to_rgb(img)
         w, h = img.size
         s = self.resize / min(w, h)
         nw, nh = max(self.crop, round(w * s)), max(self.crop, round(h * s))
@@ -77,6 +84,28 @@ class Preprocess:
         return self.normalise(np.asarray(self.resized(img)))
 
 
+class ImageModeError(ValueError):
+    """An image whose pixel values have no defined 8-bit meaning."""
+
+
+def to_rgb(img):
+    """A PIL image as 8-bit RGB. Pillow's own ``convert("RGB")`` clips 16-bit greyscale to 255
+    (nearly white), so those are scaled by their bit depth first."""
+    from PIL import Image
+    if img.mode.startswith("I;16") or img.mode == "I":
+        a = np.asarray(img).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ImageModeError(f"mode {img.mode} with values outside 0..65535")
+        if img.mode == "I" and a.size and a.max() <= 255:
+            return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":
+        raise ImageModeError("mode F (floating-point pixels, no defined range)")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
 @dataclass
 class Dataset:
     x: np.ndarray                       # N x C x H x W float32, preprocessed
@@ -85,49 +114,68 @@ class Dataset:
     split: str
     files: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)   # content digest of each file kept
+    left_out: int = 0                                   # files left out because they calibrated
+    class_index: str | None = None
 
     def __len__(self) -> int:
         return len(self.x)
 
     def describe(self) -> dict:
-        return {"source": self.source, "split": self.split, "count": len(self),
-                "skipped": len(self.skipped), "labelled": self.y is not None}
-
-
-def _split(n: int, split: str, calib_count: int) -> np.ndarray:
-    order = np.random.default_rng(SEED).permutation(n)
-    if split == "calib":
-        return np.sort(order[:calib_count])
-    if split == "eval":
-        return np.sort(order[calib_count:])
-    if split == "all":
-        return np.arange(n)
-    raise ValueError(f"split={split!r}: must be calib, eval or all")
+        """Where the samples came from, for the manifest: the resolved source, and for a folder the
+        digest of every file, so evaluation can leave exactly these out."""
+        d = {"source": self.source, "split": self.split, "count": len(self), "skipped": len(self.skipped),
+             "labelled": self.y is not None, "class_index": self.class_index}
+        if self.digests:
+            d["digests"] = self.digests
+        return d
 
 
 def _digits(pre: Preprocess, split: str, calib_count: int, limit: int | None) -> Dataset:
+    """Digits: the first DIGITS_TRAIN of the seeded shuffle train (calibration takes the first
+    ``calib_count`` of those), the other 500 are held out for evaluation."""
     from PIL import Image
     from sklearn.datasets import load_digits
     d = load_digits()
     images, labels = d.images, d.target.astype(np.int64)
-    order = np.random.default_rng(SEED).permutation(len(images))
-    train, test = order[:DIGITS_TRAIN], order[DIGITS_TRAIN:]
-    idx = {"train": train, "calib": train[:calib_count], "eval": test, "all": order}.get(split)
+    n = len(images)
+    idx = {"train": lambda: split_indices(n, "calib", DIGITS_TRAIN),
+           "calib": lambda: split_indices(n, "calib", min(calib_count, DIGITS_TRAIN)),
+           "eval": lambda: split_indices(n, "eval", DIGITS_TRAIN),
+           "all": lambda: split_indices(n, "all", 0)}.get(split)
     if idx is None:
         raise ValueError(f"split={split!r}: digits has train, calib, eval and all")
-    idx = np.sort(idx)[:limit]
+    idx = np.asarray(idx()[:limit], dtype=np.int64)
     xs = [pre(Image.fromarray((images[i] * (255 / 16)).astype(np.uint8), "L")) for i in idx]
     return Dataset(np.stack(xs), labels[idx], "digits", split)
 
 
-def _read_class_index(path: Path) -> list[str]:
+def read_class_index(path: Path) -> list[str]:
+    """wnids one per line (extra words after the first are ignored); line number = label. A wnid
+    listed twice would give two labels one name: an error naming both lines."""
     if not path.exists():
         raise FileNotFoundError(f"class-index file {path} does not exist")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except (UnicodeDecodeError, OSError) as e:
+        raise ValueError(f"class-index file {path} is not a text file ({type(e).__name__})") from None
+    names, seen = [], {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name = line.split()[0]
+        if name in seen:
+            raise ValueError(f"class-index file {path}: line {lineno} repeats {name!r} (first on line "
+                             f"{seen[name]}); each class once, one per line")
+        seen[name] = lineno
+        names.append(name)
+    if not names:
+        raise ValueError(f"class-index file {path} is empty; one wnid per line")
+    return names
 
 
 def _folder(root: Path, pre: Preprocess, split: str, calib_count: int, limit: int | None,
-            labels: list[str] | None, class_index: Path | None) -> Dataset:
+            labels: list[str] | None, class_index: Path | None, exclude=frozenset()) -> Dataset:
     from PIL import Image, UnidentifiedImageError
     every = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
     files = [p for p in every if p.suffix.lower() in IMAGE_SUFFIXES]
@@ -137,7 +185,7 @@ def _folder(root: Path, pre: Preprocess, split: str, calib_count: int, limit: in
                          "per class, or ImageNet-style <wnid>_*.JPEG files with --class-index")
     subdirs = sorted({p.parent for p in files} - {root})
     if class_index is not None:
-        index = {name: i for i, name in enumerate(_read_class_index(class_index))}
+        index = {name: i for i, name in enumerate(read_class_index(class_index))}
         key = (lambda p: p.parent.name) if subdirs else (lambda p: p.name.split("_")[0].split(".")[0])
         unknown = sorted({key(p) for p in files if key(p) not in index})
         if unknown:
@@ -160,32 +208,50 @@ def _folder(root: Path, pre: Preprocess, split: str, calib_count: int, limit: in
                              "labels or by class number, or pass --class-index")
     else:
         label_of = None
-    files = [files[i] for i in _split(len(files), split, calib_count)][:limit]
-    xs, ys, kept, skipped = [], [], [], not_images
+    files = [files[i] for i in split_indices(len(files), split, calib_count)]
+    xs, ys, kept, digests, unreadable, odd_modes, left_out = [], [], [], [], list(not_images), [], 0
     for p in files:
+        if limit is not None and len(xs) >= limit:
+            break
+        digest = file_digest(p)
+        if digest in exclude:
+            left_out += 1
+            continue
         try:
             with Image.open(p) as img:
                 xs.append(pre(img))
+        except ImageModeError as e:
+            odd_modes.append((str(p), str(e)))
+            continue
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            skipped.append(str(p))
+            unreadable.append(str(p))
             continue
         kept.append(str(p))
+        digests.append(digest)
         if label_of is not None:
             ys.append(label_of(p))
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} file(s) in {root} that are not readable images "
-                      f"(e.g. {Path(skipped[0]).name})", stacklevel=3)
+    if unreadable:
+        warnings.warn(f"skipped {len(unreadable)} file(s) in {root} that are not readable images "
+                      f"(e.g. {Path(unreadable[0]).name})", stacklevel=3)
+    if odd_modes:
+        warnings.warn(f"skipped {len(odd_modes)} image(s) in {root} whose pixels have no 8-bit RGB meaning "
+                      f"(e.g. {Path(odd_modes[0][0]).name}: {odd_modes[0][1]}); convert them to 8- or 16-bit "
+                      "RGB or greyscale", stacklevel=3)
+    skipped = unreadable + [p for p, _ in odd_modes]
     if not xs:
         raise ValueError(f"no readable images for the {split} split in {root} "
                          f"({len(skipped)} file(s) skipped)")
     y = np.asarray(ys, np.int64) if label_of is not None else None
-    return Dataset(np.stack(xs), y, str(root), split, kept, skipped)
+    return Dataset(np.stack(xs), y, str(root.resolve()), split, kept, skipped, digests, left_out,
+                   str(class_index.resolve()) if class_index else None)
 
 
 def load_data(source: str | Path, *, input_shape: tuple[int, int, int], preprocess: dict | None = None,
               split: str = "calib", calib_count: int = 64, limit: int | None = None,
-              labels: list[str] | None = None, class_index: str | Path | None = None) -> Dataset:
-    """Load ``source`` (see the module docstring) as model inputs of ``input_shape`` (C, H, W)."""
+              labels: list[str] | None = None, class_index: str | Path | None = None,
+              exclude=frozenset()) -> Dataset:
+    """Load ``source`` (see the module docstring) as model inputs of ``input_shape`` (C, H, W);
+    files whose digest is in ``exclude`` are left out (counted in ``left_out``)."""
     c, h, w = input_shape
     if h != w:
         raise ValueError(f"input {h}x{w}: only square inputs are supported")
@@ -203,18 +269,23 @@ def load_data(source: str | Path, *, input_shape: tuple[int, int, int], preproce
         path = Path(source_s)
         if not path.exists():
             raise FileNotFoundError(f"calibration file {path} does not exist")
-        x = np.load(path)
+        try:
+            x = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"calibration file {path} is not a readable .npy array ({e})") from None
         if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
             raise ValueError(f"calibration array {path} has shape {tuple(x.shape)}; the model needs "
                              f"N x {c} x {h} x {w} (NCHW, preprocessed)")
-        ds = Dataset(x.astype(np.float32)[:limit], None, str(path), split)
+        if not np.isfinite(x).all():
+            raise ValueError(f"calibration array {path} holds NaN or infinite values")
+        ds = Dataset(x.astype(np.float32)[:limit], None, str(path.resolve()), split, digests=[file_digest(path)])
     else:
         root = Path(source_s)
         if not root.is_dir():
             raise ValueError(f"data source {source_s!r}: not 'digits', 'random', a .npy file or an "
                              "existing folder")
         ds = _folder(root, pre, split, calib_count, limit, labels,
-                     Path(class_index) if class_index else None)
+                     Path(class_index) if class_index else None, exclude)
     if len(ds) == 0:
         raise ValueError(f"data source {source_s!r} gave no samples for the {split} split")
     if ds.x.shape[1] != c:
@@ -223,3 +294,25 @@ def load_data(source: str | Path, *, input_shape: tuple[int, int, int], preproce
         else:
             raise ValueError(f"data source {source_s!r} gives {ds.x.shape[1]} channels; the model takes {c}")
     return ds
+
+
+def heldout(source: str, *, input_shape, preprocess: dict | None, calibration: dict | None,
+            labels=None, class_index=None, limit: int | None = None) -> Dataset:
+    """Samples of ``source`` that never calibrated the artifact whose manifest recorded
+    ``calibration``: the 500 held-out digits, or every image of a folder whose content digest is
+    not among the calibration files'. The one rule ``check`` and ``verify`` both use."""
+    calibration = calibration or {}
+    if str(source) == "digits":
+        return load_data("digits", input_shape=input_shape, preprocess=preprocess, split="eval", limit=limit)
+    same_folder = calibration.get("source") and Path(str(source)).resolve() == Path(calibration["source"])
+    class_index = class_index or (calibration.get("class_index") if same_folder else None)
+    return load_data(source, input_shape=input_shape, preprocess=preprocess, split="all", limit=limit,
+                     labels=labels, class_index=class_index, exclude=frozenset(calibration.get("digests") or ()))
+
+
+def calibration(source: str, model, count: int, class_index=None) -> Dataset:
+    """``count`` calibration samples of ``source`` for ``model``, in its preprocessing (class folders
+    named after its labels)."""
+    card = model.card
+    return load_data(source, input_shape=model.input_shape, preprocess=card.preprocess, split="calib",
+                     calib_count=count, labels=list(card.labels or []) or None, class_index=class_index)

@@ -22,14 +22,15 @@ top-1 agreement with fp32, before and after.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
 from .accuracy import sqnr_db, top1_agreement
-from .quantize import QuantConfig, fold_batchnorm
+from .quantize import QuantRecipe, fold_batchnorm, quantize_pt2e
 
 
 def _block_of(node, names: list[str]) -> str | None:
@@ -45,18 +46,18 @@ def _block_of(node, names: list[str]) -> str | None:
     return best
 
 
-def quantize_pt2e(model: nn.Module, calib: np.ndarray, keep_fp32: Iterable[str] = (),
-                  quant: QuantConfig | None = None) -> torch.fx.GraphModule:
-    """The ExecuTorch exporter's int8 graph for ``model`` (batch norm folded, the shipped
-    recipe ``quant`` with ``keep_fp32`` blocks left float), calibrated on ``calib``
-    (N x C x H x W) one sample at a time. Returns the converted (fake-quantized) graph module."""
-    from .export.executorch import xnnpack_quantizer
-    from .quantize import quantize_pt2e as quantize
-    keep = tuple(keep_fp32)
-    quant = replace(quant or QuantConfig(), keep_fp32=keep, calib_count=len(calib))
+def quantize_int8(model: nn.Module, calib: np.ndarray, recipe: QuantRecipe | None = None,
+                 keep_fp32: Iterable[str] | None = None) -> torch.fx.GraphModule:
+    """The ExecuTorch exporter's int8 graph for ``model`` (batch norm folded, ``recipe`` with
+    ``keep_fp32`` modules left float if given), calibrated on ``calib`` (N x C x H x W) one
+    sample at a time: the converted, fake-quantized graph module."""
+    recipe = recipe or QuantRecipe()
+    recipe = replace(recipe, calib_count=len(calib),
+                     keep_fp32=recipe.keep_fp32 if keep_fp32 is None else tuple(keep_fp32))
     samples = [torch.from_numpy(np.ascontiguousarray(calib[i:i + 1])) for i in range(len(calib))]
-    return quantize(fold_batchnorm(model), samples[0], samples, xnnpack_quantizer(), quant,
-                    fold_quantize=False)
+    gm, _ = quantize_pt2e(fold_batchnorm(model, samples[0]), samples[0], samples, "xnnpack", recipe,
+                          fold_quantize=False)
+    return gm
 
 
 def _last_nodes(gm: torch.fx.GraphModule, names: list[str]) -> dict[str, torch.fx.Node]:
@@ -147,8 +148,8 @@ def _rank_key(e: BlockError) -> float:
 
 
 def localize(model: nn.Module, calib: np.ndarray, x: np.ndarray | None = None, *, keep_fp32: Iterable[str] = (),
-             quantized: torch.fx.GraphModule | None = None, quant: QuantConfig | None = None,
-             batch: int = 16) -> dict:
+             quantized: torch.fx.GraphModule | None = None, quant: QuantRecipe | None = None,
+             batch: int = 16, depth: int = 1) -> dict:
     """Per-block SQNR of the int8 (PT2E, XNNPACK quantizer) model against fp32.
 
     ``calib``: calibration samples; ``x``: samples to measure on (default: ``calib``, as in the
@@ -158,11 +159,13 @@ def localize(model: nn.Module, calib: np.ndarray, x: np.ndarray | None = None, *
     Returns {"blocks": [BlockError dicts in model order], "ranked": [names, worst first],
     "logits_sqnr_db", "agreement"}.
     """
+    from .card import blocks
     x = calib if x is None else x
-    names = [n for n, _ in model.named_blocks()]
-    arch = getattr(model, "arch", {})
-    quant = quant or QuantConfig()
-    gm = quantized if quantized is not None else quantize_pt2e(model, calib, keep_fp32, quant)
+    names = blocks(model, depth)
+    mods = dict(model.named_modules())
+    arch = getattr(model, "arch", None) or {b: type(mods[b]).__name__ for b in names}
+    quant = quant or QuantRecipe()
+    gm = quantized if quantized is not None else quantize_int8(model, calib, quant, keep_fp32)
     ref_blocks, ref_logits = _capture_eager(fold_batchnorm(model), names, x, batch)
     nodes = block_output_nodes(gm, names)
     q_blocks, q_logits = _capture_graph(gm, nodes, x, batch)
@@ -189,13 +192,13 @@ def localize(model: nn.Module, calib: np.ndarray, x: np.ndarray | None = None, *
 
 
 def what_if_fp32(model: nn.Module, calib: np.ndarray, x: np.ndarray, keep_fp32: Iterable[str],
-                 y: np.ndarray | None = None, quant: QuantConfig | None = None, batch: int = 16) -> dict:
+                 y: np.ndarray | None = None, quant: QuantRecipe | None = None, batch: int = 16) -> dict:
     """Logit SQNR and top-1 agreement with fp32 (and top-1 against ``y`` if given) of the int8
     simulation with every block int8, and with ``keep_fp32`` blocks left in fp32."""
     ref_logits = _capture_eager(fold_batchnorm(model), [], x, batch)[1]
     out = {}
     for label, keep in (("all_int8", ()), ("keep_fp32", tuple(keep_fp32))):
-        gm = quantize_pt2e(model, calib, keep, quant)
+        gm = quantize_int8(model, calib, quant, keep)
         q = _capture_graph(gm, {}, x, batch)[1]
         out[label] = {"keep_fp32": list(keep), "logits_sqnr_db": sqnr_db(ref_logits, q),
                       "agreement": top1_agreement(ref_logits, q)}
@@ -227,4 +230,40 @@ def corrupt_weight_scale(gm: torch.fx.GraphModule, block: str, names: list[str],
     return changed
 
 
-Runner = Callable[[np.ndarray], np.ndarray]
+
+def localize_artifact(art, ev, keep_fp32=(), depth: int = 1) -> dict:
+    """``check --localize`` on an artifact: rebuild the eager model, re-read the calibration
+    samples its manifest records, and rank the blocks (``localize``); with ``keep_fp32``, also
+    ``what_if_fp32`` on the evaluation samples ``ev``."""
+    import warnings
+
+    from .card import check_module_paths
+    from .data import load_data
+    from .parity import reference_model
+    m = art.manifest
+    model = reference_model(art)
+    if getattr(model, "input_shape", None) is None:  # a graph module from a .pt2 program
+        model.input_shape = tuple(m.input_shape_nchw[1:])
+    calib = m.calibration or {}
+    source = calib.get("source")
+    if not (source == "digits" or (source and Path(source).is_dir())):
+        raise ValueError(f"{art.path}: --localize re-reads the calibration samples, but the manifest's source "
+                         f"{source!r} is not 'digits' or a folder that exists here")
+    recipe = m.recipe
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its unreadable files were reported when the artifact was made
+        cal = load_data(source, input_shape=tuple(m.input_shape_nchw[1:]), preprocess=m.preprocess, split="calib",
+                        calib_count=int(calib.get("count") or recipe.calib_count), labels=m.labels,
+                        class_index=calib.get("class_index"))
+    out = {"localize": localize(model, cal.x, quant=recipe, depth=depth)}
+    if keep_fp32:
+        check_module_paths(_with_card(model, m), keep_fp32)
+        out["what_if"] = what_if_fp32(model, cal.x, ev.x, keep_fp32, y=ev.y, quant=recipe)
+    return out
+
+
+def _with_card(model, manifest):
+    from .card import ModelCard
+    if getattr(model, "card", None) is None:
+        model.card = ModelCard(manifest.model, tuple(manifest.input_shape_nchw[1:]))
+    return model

@@ -1,9 +1,10 @@
 """int8 post-training quantization: one versioned recipe, applied per backend.
 
-The recipe (``QuantConfig``) is a dataclass that survives a JSON round trip, so a manifest
+The recipe (``QuantRecipe``) is a dataclass that survives a JSON round trip, so a manifest
 records exactly how an artifact was quantized. Every backend gets the same scheme:
 static int8, weights symmetric per output channel, activations per tensor, ranges
-calibrated on real samples; batch norm is folded into the convs first (``fold_batchnorm``)
+calibrated on real samples; batch norm is folded into the convs first (``fold_batchnorm``,
+for any module: conv -> batch-norm pairs are found in the exported graph)
 and ReLU/ReLU6 fuse into the conv they follow in every backend's int8 kernels.
 
 The recipe's defaults, chosen on the pretrained EfficientNet-Lite0 (bench/accuracy_bench.py,
@@ -23,40 +24,48 @@ The recipe's defaults, chosen on the pretrained EfficientNet-Lite0 (bench/accura
   shift measured on the calibration samples, layer by layer. Logit SQNR 19.5 -> 23.4 dB (ONNX
   Runtime), 19.4 -> 21.6 dB (LiteRT), 19.5 -> 21.8 dB (ExecuTorch), medians over five splits;
   mean top-1 drop over the splits 1.18 -> 1.03 / 0.88 -> 0.44 / 0.88 -> 0.29 points.
+* One PT2E entry point (``quantize_pt2e``) for every PT2E backend, with its quantizer from
+  ``make_quantizer("xnnpack" | "litert", recipe)``.
 * First and last layers stay int8. Keeping the first block in fp32 (``keep_fp32=("blocks.0",)``,
   the block localisation ranks worst) adds 1-2 dB and stays an option: it leaves an fp32
   island of 2.6% of the MACs.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import asdict, dataclass, field, fields
 
-import torch
-from torch import nn
-
 CALIBRATION_METHODS = ("minmax", "percentile")
+BACKENDS = ("xnnpack", "litert")
 
 
 @dataclass(frozen=True)
-class QuantConfig:
-    version: int = 2
+class QuantRecipe:
+    """How the int8 files are made, the same in every format (recorded in each manifest).
+
+    Version 3; version 1 had no bias correction and version 2 also carried the I/O options
+    (``channels_last``, ``int8_io``), which are export options (``edgeconv.export.ExportIO``),
+    not part of the recipe."""
+    version: int = 3
     weights: str = "int8_symmetric_per_channel"
     activations: str = "int8_per_tensor"
     method: str = "percentile"
     calib_count: int = 64
     bias_correction: bool = True
     keep_fp32: tuple[str, ...] = ()
-    int8_io: bool = False
-    channels_last: bool = False
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.method not in CALIBRATION_METHODS:
             raise ValueError(f"method={self.method!r}: calibration method must be one of "
                              f"{', '.join(CALIBRATION_METHODS)}")
-        if self.calib_count < 1:
-            raise ValueError(f"calib_count={self.calib_count}: need at least one calibration sample")
+        if not isinstance(self.calib_count, int) or isinstance(self.calib_count, bool) or self.calib_count < 1:
+            raise ValueError(f"calib_count={self.calib_count!r}: need a whole number of calibration samples >= 1")
+        if not isinstance(self.bias_correction, bool):
+            raise ValueError(f"bias_correction={self.bias_correction!r}: must be true or false")
+        if isinstance(self.keep_fp32, str) or not all(isinstance(b, str) and b for b in self.keep_fp32):
+            raise ValueError(f"keep_fp32={self.keep_fp32!r}: must be a list of module paths, e.g. [\"blocks.0\"]")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -72,44 +81,96 @@ class QuantConfig:
         return "; ".join(parts)
 
     @classmethod
-    def from_dict(cls, d: dict) -> QuantConfig:
+    def from_dict(cls, d: dict) -> QuantRecipe:
+        if not isinstance(d, dict):
+            raise ValueError(f"the int8 recipe must be a table of options, not {d!r}")
+        d = {k: v for k, v in d.items() if k not in ("channels_last", "int8_io")}
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown quantization option(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
-        d = dict(d)
-        d["keep_fp32"] = tuple(d.get("keep_fp32", ()))
-        if d.get("version", 1) < 2:  # version 1 recipes had no bias correction
+            raise ValueError(f"unknown quantization option(s) {sorted(unknown)}; known: "
+                             f"{', '.join(sorted(known - {'version'}))}")
+        version = d.get("version", 1)
+        if version < 2:  # version 1 recipes had no bias correction
             d.setdefault("bias_correction", False)
+        d["version"] = 3
+        d["keep_fp32"] = tuple(d.get("keep_fp32", ()))
         return cls(**d)
 
 
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+def _fold(conv, bn):
+    import torch
+    from torch import nn
     fused = copy.deepcopy(conv)
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
+        1.0 / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
     fused.weight = nn.Parameter(conv.weight.detach() * scale.reshape(-1, 1, 1, 1))
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach())
+    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + shift)
     return fused
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in eval mode with every ``conv -> bn`` pair (our ``ConvNormAct``)
-    folded into one conv with bias; the outputs are unchanged up to float rounding."""
+def conv_bn_pairs(model, example) -> list[tuple[str, str]]:
+    """(conv module path, batch-norm module path) for every ``Conv2d -> BatchNorm2d`` whose conv
+    output feeds only that batch norm, found in the ``torch.export`` graph of ``model``, so any
+    module qualifies whatever its attribute names."""
+    import torch
+    from torch import nn
+    graph = torch.export.export(model, (example,)).graph
+    mods = dict(model.named_modules())
+    calls: dict[str, int] = {}
+
+    def path(node) -> str | None:
+        stack = node.meta.get("nn_module_stack") or {}
+        return list(stack.values())[-1][0] if stack else None
+
+    for n in graph.nodes:
+        if n.op == "call_function" and n.target in (torch.ops.aten.conv2d.default, torch.ops.aten.batch_norm.default):
+            p = path(n)
+            calls[p] = calls.get(p, 0) + 1
+    pairs = []
+    for n in graph.nodes:
+        if n.op != "call_function" or n.target != torch.ops.aten.batch_norm.default:
+            continue
+        src = n.args[0]
+        if getattr(src, "target", None) != torch.ops.aten.conv2d.default or len(src.users) != 1:
+            continue
+        conv_path, bn_path = path(src), path(n)
+        if calls.get(conv_path) != 1 or calls.get(bn_path) != 1:  # a module called twice is shared
+            continue
+        if isinstance(mods.get(conv_path), nn.Conv2d) and isinstance(mods.get(bn_path), nn.BatchNorm2d):
+            pairs.append((conv_path, bn_path))
+    return pairs
+
+
+def fold_batchnorm(model, example=None):
+    """A copy of ``model`` in eval mode with every conv -> batch-norm pair (``conv_bn_pairs``)
+    folded into one conv with bias and the batch norm replaced by ``Identity``; the outputs
+    are unchanged up to float rounding. ``example``: one input (default: zeros of
+    ``model.input_shape``)."""
+    import torch
+    from torch import nn
     model = copy.deepcopy(model).eval()
-    for m in model.modules():
-        if isinstance(getattr(m, "bn", None), nn.BatchNorm2d) and isinstance(getattr(m, "conv", None), nn.Conv2d):
-            m.conv = _fold(m.conv, m.bn)
-            m.bn = nn.Identity()
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return model
+    if example is None:
+        example = torch.zeros(1, *model.input_shape)
+    for conv_path, bn_path in conv_bn_pairs(model, example):
+        conv, bn = model.get_submodule(conv_path), model.get_submodule(bn_path)
+        for p, new in ((conv_path, _fold(conv, bn)), (bn_path, nn.Identity())):
+            owner, _, name = p.rpartition(".")
+            setattr(model.get_submodule(owner) if owner else model, name, new)
     return model
 
 
-def fuse_clamp_annotations(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+def fuse_clamp_annotations(gm):
     """Annotate ``conv/linear -> hardtanh`` (ReLU6) like ``conv -> relu``: one int8 output after
     the clamp. The stock XNNPACK / litert-torch quantizers treat hardtanh as an op that *shares*
     its input's observer, so the conv output is quantized over its pre-clamp range (hundreds,
     after batch-norm folding in EfficientNet-Lite's depthwise convs) and the [0, 6] that matters
     gets a handful of int8 steps. Every int8 backend fuses a clamp into the conv anyway."""
+    import torch
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
     key = "quantization_annotation"
     clamps = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)
@@ -126,101 +187,180 @@ def fuse_clamp_annotations(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return gm
 
 
-class ClampFusingQuantizer:
-    """Wraps a PT2E quantizer: its annotations, then ``fuse_clamp_annotations``."""
-
-    def __new__(cls, inner):
-        from torchao.quantization.pt2e.quantizer import Quantizer
-
-        class _Q(Quantizer):
-            def transform_for_annotation(self, model):
-                return inner.transform_for_annotation(model)
-
-            def annotate(self, model):
-                return fuse_clamp_annotations(inner.annotate(model))
-
-            def validate(self, model):
-                return inner.validate(model)
-
-        q = _Q()
-        q.inner = inner
-        return q
+def is_zero_pad(n) -> bool:
+    """``F.pad(x, pads)`` / ``constant_pad_nd`` with the value 0 (TensorFlow SAME padding)."""
+    import torch
+    pads = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
+    if not isinstance(n, torch.fx.Node) or n.op != "call_function" or n.target not in pads:
+        return False
+    if n.target == torch.ops.aten.pad.default:
+        mode = n.args[2] if len(n.args) > 2 else n.kwargs.get("mode", "constant")
+        value = n.args[3] if len(n.args) > 3 else n.kwargs.get("value")
+        if mode != "constant":
+            return False
+    else:
+        value = n.args[2] if len(n.args) > 2 else n.kwargs.get("value", 0.0)
+    return not value
 
 
-def quantize_pt2e(module: nn.Module, example: torch.Tensor, samples, quantizer, quant: QuantConfig, *,
-                  before_prepare=None, fold_quantize: bool = True) -> torch.fx.GraphModule:
-    """The int8 path shared by the PT2E backends (TFLite, ExecuTorch, the localisation
-    simulation): ``torch.export``, ``prepare_pt2e`` with ``quantizer`` (wrapped in
-    ``ClampFusingQuantizer``), calibration one sample at a time on the first
-    ``quant.calib_count`` of ``samples`` (batch-1 tensors, the shape of ``example``),
-    ``convert_pt2e``, then ``bias_correct`` on the same samples if the recipe asks for it.
-    The ``quant.keep_fp32`` blocks are left unannotated, i.e. float (``set_module_name(name,
-    None)`` asserts in these quantizers while their annotators skip a ``None`` config).
-    ``before_prepare(gm)`` may edit the exported graph first. Returns the converted graph,
-    its quantize/dequantize pairs running in float."""
+def share_pad_annotations(gm):
+    """Give a zero pad (``TfSamePad`` before EfficientNet-Lite's stride-2 convs) int8 input and
+    output with the *same* parameters, those its consumers ask for. The XNNPACK quantizer does not
+    annotate pads: the pad's input is quantized by its producer and its output again by the
+    consumer's own observer, so the pad runs in float between a dequantize and a requantize.
+    Shared, the pad is exact in int8 (observers always keep 0 in range, so the zeros it adds are
+    the zero point) and XNNPACK folds it into the conv that follows. Pads already annotated, or
+    with an unquantized consumer (``keep_fp32``), are left alone."""
+    import torch
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+    key = "quantization_annotation"
+    for n in gm.graph.nodes:
+        if not is_zero_pad(n) or key in n.meta or not n.users or not isinstance(n.args[0], torch.fx.Node):
+            continue
+        anns = [u.meta.get(key) for u in n.users]
+        if any(a is None or a.input_qspec_map.get(n) is None for a in anns):
+            continue
+        src = n.args[0]
+        shared = SharedQuantizationSpec((src, n))
+        n.meta[key] = QuantizationAnnotation(input_qspec_map={src: anns[0].input_qspec_map[n]},
+                                             output_qspec=shared, _annotated=True)
+        for a in anns:
+            a.input_qspec_map[n] = shared
+    return gm
+
+
+@contextlib.contextmanager
+def _litert_module_names():
+    """litert-torch's module-name filter expects torch.export's old ``L__self___blocks_0`` labels
+    (and turns every ``_`` of a module path into ``.``), so names given to ``keep_fp32`` never
+    matched; torchao's filter, the one the XNNPACK quantizer uses, reads today's labels. Applied
+    only while litert-torch's quantizer annotates."""
+    from litert_torch.quantize import pt2e_quantizer
+    from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+    stock = pt2e_quantizer._get_module_name_filter
+    pt2e_quantizer._get_module_name_filter = get_module_name_filter
+    try:
+        yield
+    finally:
+        pt2e_quantizer._get_module_name_filter = stock
+
+
+def make_quantizer(backend: str, recipe: QuantRecipe):
+    """A fresh PT2E quantizer for ``backend`` ("xnnpack": ExecuTorch and the localisation
+    simulation; "litert": TFLite) set up by ``recipe``: per-channel symmetric int8 weights,
+    per-tensor int8 activations, the ``keep_fp32`` modules unannotated (float), conv outputs
+    quantized after their ReLU6 (``fuse_clamp_annotations``); for XNNPACK, zero pads keep their
+    input's int8 parameters (``share_pad_annotations``). ``.inner`` is the backend's own quantizer
+    object."""
+    from torchao.quantization.pt2e.quantizer import Quantizer
+    if backend == "xnnpack":
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer, get_symmetric_quantization_config)
+        inner = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
+                                                                                is_dynamic=False))
+        scope, extra = contextlib.nullcontext, share_pad_annotations
+    elif backend == "litert":
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+        inner = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
+                                                                             is_dynamic=False))
+        scope, extra = _litert_module_names, (lambda gm: gm)
+    else:
+        raise ValueError(f"unknown PT2E backend {backend!r}; known: {', '.join(BACKENDS)}")
+    for name in recipe.keep_fp32:
+        # set_module_name(name, None) asserts in these quantizers; their annotators skip a None config
+        inner.module_name_config[name] = None
+
+    class RecipeQuantizer(Quantizer):
+        def transform_for_annotation(self, model):
+            return inner.transform_for_annotation(model)
+
+        def annotate(self, model):
+            with scope():
+                return extra(fuse_clamp_annotations(inner.annotate(model)))
+
+        def validate(self, model):
+            return inner.validate(model)
+
+    q = RecipeQuantizer()
+    q.inner = inner
+    return q
+
+
+def quantize_pt2e(module, example, samples, backend: str, recipe: QuantRecipe, *,
+                  before_prepare=None, fold_quantize: bool = True):
+    """The int8 path of every PT2E backend (TFLite, ExecuTorch, the localisation simulation):
+    ``torch.export``, ``prepare_pt2e`` with ``make_quantizer(backend, recipe)``, calibration one
+    sample at a time on the first ``recipe.calib_count`` of ``samples`` (batch-1 tensors, the
+    shape of ``example``), ``convert_pt2e``, then ``bias_correct`` on the same samples if the
+    recipe asks for it. ``before_prepare(gm)`` may edit the exported graph first. Returns
+    (the converted graph, its quantize/dequantize pairs running in float; the quantizer)."""
+    import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    for block in quant.keep_fp32:
-        quantizer.module_name_config[block] = None
-    samples = list(samples)[:quant.calib_count]
+    quantizer = make_quantizer(backend, recipe)
+    samples = list(samples)[:recipe.calib_count]
     exported = torch.export.export(module.eval(), (example,)).module()
     if before_prepare is not None:
         before_prepare(exported)
-    reference = copy.deepcopy(exported) if quant.bias_correction else None
-    gm = prepare_pt2e(exported, ClampFusingQuantizer(quantizer))
+    reference = copy.deepcopy(exported) if recipe.bias_correction else None
+    gm = prepare_pt2e(exported, quantizer)
     with torch.no_grad():
         for x in samples:
             gm(x)
     gm = convert_pt2e(gm, fold_quantize=fold_quantize)
     if reference is not None:
         bias_correct(gm, reference, samples)
-    return gm
+    return gm, quantizer
 
 
-LINEAR_OPS = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
+def _linear_ops():
+    import torch
+    return (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
 
 
 class _Samples(list):
     """The values of one graph node for every sample, in sample order."""
 
 
-class _PerSample(torch.fx.Interpreter):
-    """Runs a graph exported for batch 1 on a list of samples one node at a time, each node
-    on every sample before the next node runs; ``on_output(node, values)`` sees (and may
-    replace) the outputs of every conv and linear."""
+def _per_sample(gm, on_output):
+    """An ``fx.Interpreter`` that runs a graph exported for batch 1 on a list of samples one node
+    at a time, each node on every sample before the next node runs; ``on_output(node, values)``
+    sees (and may replace) the outputs of every conv and linear."""
+    import torch
+    linear_ops = _linear_ops()
 
-    def __init__(self, gm, on_output):
-        super().__init__(gm)
-        self.on_output = on_output
+    class PerSample(torch.fx.Interpreter):
+        def _each(self, fn, args, kwargs):
+            flat = torch.utils._pytree.tree_leaves((args, kwargs))
+            n = next((len(a) for a in flat if isinstance(a, _Samples)), None)
+            if n is None:
+                return fn(*args, **kwargs)
 
-    def _each(self, fn, args, kwargs):
-        flat = torch.utils._pytree.tree_leaves((args, kwargs))
-        n = next((len(a) for a in flat if isinstance(a, _Samples)), None)
-        if n is None:
-            return fn(*args, **kwargs)
+            def pick(i):
+                return torch.utils._pytree.tree_map(lambda a: a[i] if isinstance(a, _Samples) else a, (args, kwargs),
+                                                    is_leaf=lambda a: isinstance(a, _Samples))
+            return _Samples(fn(*a, **k) for a, k in (pick(i) for i in range(n)))
 
-        def pick(i):
-            return torch.utils._pytree.tree_map(lambda a: a[i] if isinstance(a, _Samples) else a, (args, kwargs),
-                                                is_leaf=lambda a: isinstance(a, _Samples))
-        return _Samples(fn(*a, **k) for a, k in (pick(i) for i in range(n)))
+        def call_function(self, target, args, kwargs):
+            return self._each(target, args, kwargs)
 
-    def call_function(self, target, args, kwargs):
-        return self._each(target, args, kwargs)
+        def call_module(self, target, args, kwargs):
+            return self._each(self.fetch_attr(target), args, kwargs)
 
-    def call_module(self, target, args, kwargs):
-        return self._each(self.fetch_attr(target), args, kwargs)
+        def run_node(self, n):
+            out = super().run_node(n)
+            if n.op == "call_function" and n.target in linear_ops and isinstance(out, _Samples):
+                out = on_output(n, out)
+            return out
 
-    def run_node(self, n):
-        out = super().run_node(n)
-        if n.op == "call_function" and n.target in LINEAR_OPS and isinstance(out, _Samples):
-            out = self.on_output(n, out)
-        return out
+    return PerSample(gm)
 
 
-def _channel_mean(values) -> torch.Tensor:
+def _channel_mean(values):
+    import torch
     return torch.stack([v.mean(dim=[d for d in range(v.dim()) if d != 1]) for v in values]).mean(0)
 
 
-def bias_correct(quantized: torch.fx.GraphModule, reference: torch.fx.GraphModule, samples) -> int:
+def bias_correct(quantized, reference, samples) -> int:
     """Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization", section 4.2;
     Finkelstein et al. 2019): int8 weights and inputs shift the *mean* of a conv's output
     channels, and the shift adds up through the network. For every conv and linear with a
@@ -229,10 +369,12 @@ def bias_correct(quantized: torch.fx.GraphModule, reference: torch.fx.GraphModul
     layer, and in the float ``reference`` graph (the same export before quantization); the
     difference is subtracted from the bias. Layers are matched by their order in the two graphs.
     Returns how many biases changed."""
+    import torch
+    from torch import nn
     targets: list[torch.Tensor] = []
     with torch.no_grad():
-        _PerSample(reference, lambda n, out: targets.append(_channel_mean(out)) or out).run(_Samples(samples))
-    layers = [n for n in quantized.graph.nodes if n.op == "call_function" and n.target in LINEAR_OPS]
+        _per_sample(reference, lambda n, out: targets.append(_channel_mean(out)) or out).run(_Samples(samples))
+    layers = [n for n in quantized.graph.nodes if n.op == "call_function" and n.target in _linear_ops()]
     if len(layers) != len(targets):
         raise RuntimeError(f"bias correction: the int8 graph has {len(layers)} convs/linears, "
                            f"the float graph {len(targets)}")
@@ -255,5 +397,5 @@ def bias_correct(quantized: torch.fx.GraphModule, reference: torch.fx.GraphModul
         return _Samples(v - shift.reshape(view) for v in out)
 
     with torch.no_grad():
-        _PerSample(quantized, correct).run(_Samples(samples))
+        _per_sample(quantized, correct).run(_Samples(samples))
     return changed

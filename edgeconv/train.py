@@ -5,7 +5,7 @@ Data: scikit-learn's digits through the model's own preprocessing (``edgeconv.da
 training images, 500 held out for evaluation (never seen in training nor in int8 calibration,
 which draws from the training part). Recipe: Adam (lr 3e-3, weight decay 1e-4) with a cosine
 schedule, batch 64, label smoothing 0.05, and light augmentation (random shift of up to 2
-pixels, zero padded). The checkpoint holds ``state_dict``, ``spec`` and ``metrics``; a JSON of
+pixels, zero padded). The checkpoint holds ``state_dict``, ``source`` and ``metrics``; a JSON of
 the metrics is written beside it.
 """
 from __future__ import annotations
@@ -71,12 +71,12 @@ def train(model: nn.Module, data: str = "digits", config: TrainConfig = TrainCon
     threads = set_threads(config.threads)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    spec = model.spec
-    common = dict(input_shape=model.input_shape, preprocess=spec.preprocess)
+    card = model.card
+    common = dict(input_shape=model.input_shape, preprocess=card.preprocess)
     tr = load_data(data, split="train", **common)
     ev = load_data(data, split="eval", **common)
-    if spec.num_classes < int(tr.y.max()) + 1:
-        raise ValueError(f"{spec.name} has {spec.num_classes} classes; digits needs 10")
+    if (card.num_classes or 0) < int(tr.y.max()) + 1:
+        raise ValueError(f"{card.name} has {card.num_classes} classes; digits needs 10")
     xt, yt = torch.from_numpy(tr.x), torch.from_numpy(tr.y)
     steps = config.epochs * math.ceil(len(xt) / config.batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -102,7 +102,7 @@ def train(model: nn.Module, data: str = "digits", config: TrainConfig = TrainCon
             log(f"epoch {epoch + 1}/{config.epochs}: loss {history[-1]:.4f}")
     seconds = time.perf_counter() - t0
     model.eval()
-    metrics = {"model": spec.name, "twin": spec.twin, "data": data, "train_count": len(tr),
+    metrics = {"model": card.name, "twin": card.twin, "data": data, "train_count": len(tr),
                "eval_count": len(ev), "eval_split": "digits held-out 500",
                "fp32_top1": evaluate(model, ev.x, ev.y), "train_top1": evaluate(model, tr.x, tr.y),
                "seconds": round(seconds, 1), "threads": threads, "loss_history": history,
@@ -113,13 +113,13 @@ def train(model: nn.Module, data: str = "digits", config: TrainConfig = TrainCon
 
 
 def save_checkpoint(model: nn.Module, metrics: dict, out: str | Path) -> Path:
-    """``out`` (a .pt): {state_dict, spec, metrics}, loadable by ``--weights``; ``out`` with
-    .json: the metrics."""
-    from .export import write_json_atomic
+    """``out`` (a .pt): {state_dict, source, metrics}, loadable by ``--weights`` (and by
+    ``torch.load(weights_only=True)``); ``out`` with .json: the metrics."""
+    from .artifact import write_json_atomic
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    torch.save({"state_dict": model.state_dict(), "spec": model.spec.to_dict(), "metrics": metrics}, tmp)
+    torch.save({"state_dict": model.state_dict(), "source": model.card.source, "metrics": metrics}, tmp)
     os.replace(tmp, out)
     write_json_atomic(out.with_suffix(".json"), metrics)
     return out

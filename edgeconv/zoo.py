@@ -1,11 +1,15 @@
-"""The model zoo: specs in ``models/*.toml`` built into ``EdgeNet`` modules.
+"""The model zoo: specs in ``edgeconv/models/*.toml`` built into ``EdgeNet`` modules, and the
+one entry point for every model edgeconv works on.
 
-``create_model(name, twin=False, **overrides)`` builds a zoo model (or a spec file's model);
-``twin=True`` builds its standard-conv twin (rule in ``edgeconv.spec``).
+``create_model(model, twin=False, **overrides)`` builds a zoo model, an arch-string spec file's
+model, or your own model from a card (``edgeconv.card``); ``twin=True`` builds its
+standard-conv twin (the zoo's rule in ``edgeconv.spec``, the generic rule in ``edgeconv.card``).
+Every model it returns carries a ``card`` (``edgeconv.card.ModelCard``).
 """
 from __future__ import annotations
 
 from dataclasses import replace
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -15,7 +19,7 @@ from . import blocks as B
 from .cost import BlockRow, ModelCost, linear_cost
 from .spec import BlockSpec, ModelSpec, make_divisible, parse_block
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(str(resources.files("edgeconv") / "models"))
 
 
 def _build_block(b: BlockSpec, in_chs: int, stride: int, act: str, padding: str) -> nn.Module:
@@ -90,6 +94,15 @@ class EdgeNet(nn.Module):
     def input_shape(self) -> tuple[int, int, int]:
         return (self.spec.in_chs, self.spec.input_size, self.spec.input_size)
 
+    @property
+    def card(self):
+        from .card import ModelCard
+        from .data import Preprocess
+        s = self.spec
+        return ModelCard(s.name, self.input_shape, s.num_classes, tuple(labels_for(s)),
+                         Preprocess.from_dict(s.preprocess, s.input_size).to_dict(),
+                         {"kind": "spec", "spec": s.to_dict()}, s.twin, s.description)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.stem(x)))
 
@@ -119,25 +132,45 @@ def list_models() -> list[str]:
 
 
 def load_spec(name: str | Path) -> ModelSpec:
-    """A zoo name (``mobilenet_v2``) or the path of a spec TOML file."""
+    """A zoo name (``mobilenet_v2``) or the path of an arch-string spec TOML file."""
     path = Path(name)
     if path.suffix == ".toml":
         if not path.exists():
-            raise FileNotFoundError(f"model spec file {path} does not exist")
-        return ModelSpec.from_toml(path)
+            raise FileNotFoundError(f"model file {path} does not exist")
+        spec = ModelSpec.from_toml(path)
+        if spec.labels and not Path(spec.labels).is_absolute():  # relative to the spec file
+            spec = replace(spec, labels=str(path.resolve().parent / spec.labels))
+        return spec
     candidate = MODELS_DIR / f"{name}.toml"
     if not candidate.exists():
         raise ValueError(f"unknown model {str(name)!r}; known: {', '.join(list_models())} "
-                         "(or pass the path of a spec .toml file)")
+                         "(or the path of a model card .toml, or a source: pkg.mod:fn, file.py:fn, model.pt2)")
     return ModelSpec.from_toml(candidate)
 
 
-def create_model(name: str | Path | ModelSpec, twin: bool = False, *, pretrained: bool = False,
-                 seed: int = 0, **overrides) -> EdgeNet:
-    """Build a zoo model. ``overrides`` replace spec fields: ``width``, ``input_size``,
-    ``num_classes``, ``act``, ``dropout`` ... The initial weights come from ``seed`` (the global
-    random state is left as it was), so the same call builds the same model and a training run
-    can be repeated."""
+def create_model(name, twin: bool = False, *, pretrained: bool = False, seed: int = 0, **overrides):
+    """Build a model: a zoo name, a model card / spec ``.toml``, a ``ModelSpec``, or a source given
+    directly (``pkg.mod:fn``, ``file.py:fn``, ``model.pt2``; then ``input_size`` is required).
+
+    Zoo and arch-string models take ``overrides`` of spec fields (``width``, ``input_size``,
+    ``num_classes``, ``act``, ``dropout`` ...) and their initial weights come from ``seed`` (the
+    global random state is left as it was). Card models take ``input_size`` only."""
+    from .card import build_card_model, card_from_dict, is_source, read_card
+    if not isinstance(name, ModelSpec):
+        text = str(name)
+        card = None
+        if text.endswith(".toml") and Path(text).exists():
+            from .spec import read_toml
+            if "source" in read_toml(text, "model card"):
+                card = read_card(text)
+        elif is_source(text) and text not in list_models():
+            size = overrides.get("input_size")
+            if not size:
+                raise ValueError(f"model {text!r} is given as a source: pass --input-size (or write a model card "
+                                 "with input_size, labels and [preprocess])")
+            card = card_from_dict({"source": text, "input_size": size}, Path.cwd(), where=text)
+        if card is not None:
+            return _card_model(card, twin, pretrained, overrides)
     spec = name if isinstance(name, ModelSpec) else load_spec(name)
     spec = spec.with_overrides(**overrides)
     if twin:
@@ -160,7 +193,66 @@ def create_model(name: str | Path | ModelSpec, twin: bool = False, *, pretrained
     return model.eval()
 
 
-def load_weights(model: EdgeNet, path: str | Path) -> EdgeNet:
+def model_pair(model, weights=None, input_size=None) -> list[tuple[str, nn.Module]]:
+    """``[("model", the model with ``weights`` loaded), ("twin", its standard-conv twin)]``."""
+    out = []
+    for side in ("model", "twin"):
+        net = create_model(model, twin=side == "twin", input_size=input_size)
+        if weights and side == "model":
+            load_weights(net, weights)
+        out.append((side, net))
+    return out
+
+
+def _card_model(card, twin: bool, pretrained: bool, overrides: dict):
+    from .card import build_card_model
+    if pretrained:
+        raise ValueError(f"{card.name}: --pretrained is for zoo models; a card loads its weights in its source "
+                         "or from its 'weights' file")
+    unknown = sorted(k for k, v in overrides.items() if v is not None and k != "input_size")
+    if unknown:
+        raise ValueError(f"{card.name}: {', '.join(unknown)} apply to zoo models only; a card model is built "
+                         "by its source (pass options through [source_args])")
+    if overrides.get("input_size"):
+        size = overrides["input_size"]
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"input_size={size!r}: must be a whole number >= 1")
+        card = replace(card, input_shape=(card.input_shape[0], size, size))
+    return build_card_model(card, twin)
+
+
+def load_reference(source: dict, folder: Path):
+    """The eager model an artifact was exported from, rebuilt from the manifest's ``source``
+    record and the reference weights in ``folder`` (never unpickling anything)."""
+    from .card import SourceCard, build_card_model, load_pt2
+    kind = source.get("kind")
+    if kind == "pt2":
+        path = folder / "reference.pt2"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: the eager reference is written by `edgeconv export`")
+        return load_pt2(path).eval()
+    weights = folder / "reference.pt"
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights} is missing: the eager reference is written by `edgeconv export`")
+    if kind == "spec":
+        model = EdgeNet(ModelSpec.from_dict(source["spec"]))
+    elif kind == "card":
+        card = SourceCard(source["name"], source["source"], Path("/"), tuple(source["input_shape"]),
+                          source.get("source_args") or {}, source.get("num_classes"))
+        model = build_card_model(card, twin=bool(source.get("twin")), where=f"{folder}: the model's source")
+    else:
+        raise ValueError(f"{folder}: the manifest does not say how to rebuild the model (source {kind!r}); "
+                         "export it again with this edgeconv")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"] if "state_dict" in state else state)
+    except Exception as e:  # a damaged or foreign reference file
+        raise ValueError(f"{weights}: not the reference weights of this model ({type(e).__name__}: "
+                         f"{str(e)[:200]}); export again") from None
+    return model.eval()
+
+
+def load_weights(model, path: str | Path):
     """Load a checkpoint saved by ``torch.save(model.state_dict())`` or edgeconv's trainer."""
     path = Path(path)
     if not path.exists():
@@ -174,14 +266,14 @@ def load_weights(model: EdgeNet, path: str | Path) -> EdgeNet:
         model.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).splitlines()[0:3]
-        raise ValueError(f"{path} does not fit {model.spec.name}{' (twin)' if model.spec.twin else ''}: "
+        raise ValueError(f"{path} does not fit {model.card.name}{' (twin)' if model.card.twin else ''}: "
                          f"{' '.join(first)}; were these weights saved from the other of model/twin, or "
                          "another width or class count?") from None
     return model.eval()
 
 
 def labels_for(spec: ModelSpec) -> list[str]:
-    """Class names: a labels file named in the spec (relative to models/), else class_<i>."""
+    """Class names: a labels file named in the spec (relative to the zoo's folder), else class_<i>."""
     if spec.labels:
         path = Path(spec.labels)
         path = path if path.is_absolute() else MODELS_DIR / path

@@ -78,11 +78,12 @@ class SSHD:
     def sessions(self) -> list[int]:
         return descendants(self.proc.pid) if self.proc else []
 
-    def kill_all(self) -> None:
-        """Kill the daemon and every session it runs (a dropped link, as the host sees it)."""
+    def kill_all(self, keep=()) -> None:
+        """Kill the daemon and every session it runs (a dropped link, as the host sees it), except
+        the processes in ``keep`` (what runs on the "device" when only the network goes away)."""
         if self.proc is None:
             return
-        for pid in [self.proc.pid, *descendants(self.proc.pid)]:
+        for pid in [p for p in [self.proc.pid, *descendants(self.proc.pid)] if p not in keep]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -147,7 +148,7 @@ def tiny_artifact(tmp_path_factory):
     import torch
 
     from edgeconv.data import load_data
-    from edgeconv.export import export
+    from edgeconv.exporters import export
     from edgeconv.zoo import create_model
     model = create_model("tiny")
     torch.manual_seed(0)

@@ -10,9 +10,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from edgeconv.accuracy import check_artifact, eval_data, paired_delta, run_local, topk_correct
+from edgeconv.accuracy import check, check_artifact, eval_data, paired_delta, run_file, topk_correct
 from edgeconv.data import load_data
-from edgeconv.export import Artifact, export
+from edgeconv.artifact import Artifact, sha256
+from edgeconv.exporters import export
 from edgeconv.train import TrainConfig, train
 from edgeconv.zoo import create_model
 
@@ -64,7 +65,7 @@ def digits_pair(tmp_path_factory):
         calib = load_data("digits", input_shape=model.input_shape, preprocess=model.spec.preprocess, calib_count=64)
         art = export(model, calib=calib.x, out=root / "art", calib_info=calib.describe())
         ev = eval_data(art, "digits")
-        out[twin] = (model, metrics, art, ev, check_artifact(art, ev, max_drop=MAX_INT8_DROP_POINTS))
+        out[twin] = (model, metrics, art, ev, check(art.path, "digits", max_drop=MAX_INT8_DROP_POINTS))
     return out
 
 
@@ -101,7 +102,10 @@ def test_one_runtime_failing_keeps_the_others(digits_pair, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(art.path, broken)
     (broken / "model_int8.tflite").write_bytes(b"not a flatbuffer")
-    res = check_artifact(broken, ev)
+    entry = json.loads((broken / "manifest.json").read_text())  # the manifest vouching for it: the runtime refuses
+    entry["files"]["model_int8.tflite"].update(sha256=sha256(broken / "model_int8.tflite"), bytes=16)
+    (broken / "manifest.json").write_text(json.dumps(entry))
+    res = check(broken, "digits")
     rows = {r["runtime"]: r for r in res["rows"]}
     assert "model_int8.tflite" in rows["litert"]["error"] and not rows["litert"]["ok"]
     assert rows["litert"]["fp32"]["top1"] > 0.9          # what did work is still reported
@@ -111,18 +115,22 @@ def test_one_runtime_failing_keeps_the_others(digits_pair, tmp_path):
     on_disk = json.loads((broken / "accuracy.json").read_text())
     assert any("error" in r for r in on_disk["rows"]) and len(on_disk["rows"]) == 3
 
-    def flaky(path, x):  # the int8 runner hook (what --device plugs into)
-        if path.suffix == ".onnx":
-            raise ConnectionError("device went away")
-        return run_local(path, x)
-    res = check_artifact(art, ev, int8_runner=flaky, write=False)
+    class FlakyDevice:  # stands in for a device session (edgeconv.device.AgentSession) that loses its link
+        device = type("D", (), {"name": "flaky"})
+
+        def run_inputs(self, path, x):
+            if path.suffix == ".onnx":
+                raise ConnectionError("device went away")
+            return run_file(art, path.name, x)
+    res = check_artifact(art, ev, session=FlakyDevice())
     rows = {r["runtime"]: r for r in res["rows"]}
     assert "device went away" in rows["onnxruntime"]["error"] and rows["litert"]["ok"]
+    assert rows["litert"]["device"]["name"] == "flaky" and rows["litert"]["device"]["agreement_with_host_int8"] == 1
 
 
 # ---------------------------------------------------------------- localisation
 def test_localize_ranks_a_broken_block_first(digits_pair):
-    from edgeconv.localize import corrupt_weight_scale, localize, quantize_pt2e
+    from edgeconv.localize import corrupt_weight_scale, localize, quantize_int8
     model = digits_pair[False][0]
     calib = load_data("digits", input_shape=model.input_shape, preprocess=model.spec.preprocess, calib_count=32).x
     clean = localize(model, calib)
@@ -130,7 +138,7 @@ def test_localize_ranks_a_broken_block_first(digits_pair):
     assert clean["logits_sqnr_db"] > 15
     names = [n for n, _ in model.named_blocks()]
     for victim in ("blocks.2", "blocks.4"):
-        gm = quantize_pt2e(model, calib)
+        gm = quantize_int8(model, calib)
         assert corrupt_weight_scale(gm, victim, names, factor=3.0) >= 1
         res = localize(model, calib, quantized=gm)
         assert res["ranked"][0] == victim, res["blocks"]
@@ -152,16 +160,16 @@ def test_bias_correction_removes_the_int8_mean_shift(digits_pair):
     """With the recipe's bias correction the int8 graph's logits keep the fp32 means on the
     calibration samples (the mean shift shrinks at least fivefold), the float model is left
     untouched, and held-out agreement does not get worse."""
-    from edgeconv.localize import quantize_pt2e
-    from edgeconv.quantize import QuantConfig, fold_batchnorm
+    from edgeconv.localize import quantize_int8
+    from edgeconv.quantize import QuantRecipe, fold_batchnorm
     model = digits_pair[False][0]
     kw = dict(input_shape=model.input_shape, preprocess=model.spec.preprocess, calib_count=64)
     calib, held_out = load_data("digits", **kw).x, load_data("digits", split="eval", limit=200, **kw).x
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         ref, ref_held = (fold_batchnorm(model)(torch.from_numpy(x)).numpy() for x in (calib, held_out))
-    plain = quantize_pt2e(model, calib, quant=QuantConfig(bias_correction=False))
-    corrected = quantize_pt2e(model, calib)
+    plain = quantize_int8(model, calib, QuantRecipe(bias_correction=False))
+    corrected = quantize_int8(model, calib)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
     shift = {name: np.abs((_logits_of(gm, calib) - ref).mean(0)).mean()
              for name, gm in (("plain", plain), ("corrected", corrected))}
@@ -174,30 +182,30 @@ def test_bias_correction_removes_the_int8_mean_shift(digits_pair):
 def test_onnx_bias_correction_in_onnxruntime(digits_pair, tmp_path):
     """The same for the ONNX QDQ file, run by ONNX Runtime's int8 kernels: the logits' mean
     shift shrinks, every conv stays int8 (QLinearConv) and the manifest records the recipe."""
-    from edgeconv.quantize import QuantConfig
+    from edgeconv.quantize import QuantRecipe
     model = digits_pair[False][0]
     kw = dict(input_shape=model.input_shape, preprocess=model.spec.preprocess, calib_count=64)
     calib = load_data("digits", **kw).x
     shift = {}
     for bc in (False, True):
         art = export(model, calib=calib, out=tmp_path / str(bc), formats=["onnx"],
-                     quant=QuantConfig(bias_correction=bc))
-        assert not art.errors and art.manifest["quant"]["bias_correction"] is bc
-        report = art.manifest["files"]["model_int8.onnx"]["int8_report"]
+                     recipe=QuantRecipe(bias_correction=bc))
+        assert not art.errors and art.manifest.quant["bias_correction"] is bc
+        report = art.files["model_int8.onnx"].int8_report
         assert report["convs_int8"] == report["convs"] > 0 and report["ops_int8"] == report["ops"], report
-        ref = run_local(art.path / "model_fp32.onnx", calib)
-        shift[bc] = np.abs((run_local(art.path / "model_int8.onnx", calib) - ref).mean(0)).mean()
+        ref = run_file(art, "model_fp32.onnx", calib)
+        shift[bc] = np.abs((run_file(art, "model_int8.onnx", calib) - ref).mean(0)).mean()
     assert shift[True] < shift[False] / 3, shift
 
 
 def test_quant_config_round_trip_and_old_recipes():
-    from edgeconv.quantize import QuantConfig
-    q = QuantConfig(keep_fp32=("blocks.0",), method="minmax")
-    assert QuantConfig.from_dict(q.to_dict()) == q and q.bias_correction
+    from edgeconv.quantize import QuantRecipe
+    q = QuantRecipe(keep_fp32=("blocks.0",), method="minmax")
+    assert QuantRecipe.from_dict(q.to_dict()) == q and q.bias_correction
     old = {k: v for k, v in q.to_dict().items() if k != "bias_correction"} | {"version": 1}
-    assert QuantConfig.from_dict(old).bias_correction is False
+    assert QuantRecipe.from_dict(old).bias_correction is False
     with pytest.raises(ValueError, match="unknown quantization option"):
-        QuantConfig.from_dict({"bias_corection": True})
+        QuantRecipe.from_dict({"bias_corection": True})
 
 
 def test_localize_cli_with_keep_fp32(digits_pair):
@@ -208,7 +216,7 @@ def test_localize_cli_with_keep_fp32(digits_pair):
     assert r.exit_code == 0, r.output
     assert "per-block int8 error" in r.output and "keeping stem, classifier in fp32" in r.output
     saved = json.loads((art.path / "accuracy.json").read_text())
-    assert len(saved["localize"]["blocks"]) == len(art.manifest["arch"])
+    assert len(saved["localize"]["blocks"]) == len(art.manifest.arch)
     assert saved["what_if"]["keep_fp32"]["keep_fp32"] == ["stem", "classifier"]
 
 
@@ -232,7 +240,7 @@ def test_folder_with_unreadable_files_is_checked_with_a_warning(digits_pair, tmp
     with pytest.warns(UserWarning, match="skipped 2 file"):
         ev = eval_data(art, str(root))
     assert ev.info["count"] == 40 and ev.info["skipped"] == 2 and ev.info["split"] == "all"
-    res = check_artifact(art, ev, formats=["onnx"], write=False)
+    res = check_artifact(art, ev, formats=["onnx"])
     assert res["rows"][0]["fp32"]["top1"] > 0.8
 
 

@@ -77,7 +77,7 @@ def test_vectors_cover_the_contract():
 
 def good_manifest() -> dict:
     return {
-        "schema_version": 1, "model": "tiny", "twin": False,
+        "schema_version": 1, "model": "tiny", "twin": False, "input_shape_nchw": [1, 3, 32, 32],
         "labels": [str(i) for i in range(10)],
         "preprocess": {"resize": 32, "crop": 32, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
                        "interpolation": "bilinear", "scale": "pixel / 255", "layout": "NCHW",
@@ -151,7 +151,7 @@ BAD = [
      "android.model_file names \"model_int4.tflite\", which is not in files"),
     ("model_file not tflite", _edit(["android"], {"model_file": "model_fp32.onnx"}),
      "android.model_file names \"model_fp32.onnx\", which is not a TFLite file"),
-    ("schema", _edit(["schema_version"], 2), "schema_version is 2: the app reads schema_version 1"),
+    ("schema", _edit(["schema_version"], 3), "schema_version is 3: the app reads schema_version 1 or 2"),
     ("no preprocess", _edit(["preprocess"], delete=True), "preprocess is null: must be an object"),
 ]
 
@@ -247,9 +247,8 @@ def test_install_refuses_missing_or_stale_file(tmp_path):
         android.install(art, app)
     m = good_manifest()
     m["files"] = {"model_fp32.onnx": m["files"]["model_fp32.onnx"]}
-    art2 = tmp_path / "x"
-    art2.mkdir()
-    (art2 / "manifest.json").write_text(json.dumps(m))
+    (tmp_path / "x").mkdir()
+    art2 = make_artifact(tmp_path / "x", m)
     with pytest.raises(ValueError, match="no TFLite entry"):
         android.install(art2, app)
     assert not (app / "app/src/main").exists()

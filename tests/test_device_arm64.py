@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeconv.bench import TimingConfig, bench
+from edgeconv.benchmark import TimingConfig, bench
 from edgeconv.data import load_data
 
 pytestmark = pytest.mark.arm64
@@ -70,8 +70,9 @@ def test_bench_on_arm64(arm64_python, tiny_artifact, tmp_path):
 
 
 def test_check_on_arm64_beside_host(arm64_python, tiny_artifact, tmp_path):
-    """`check --device qemu-arm64`: the int8 files scored through the device runner on the
-    emulated ARM CPU, beside the host's fp32 figures; same labels, same model files."""
+    """`check --device qemu-arm64`: the int8 files scored on the emulated ARM CPU's own kernels,
+    beside this host's int8 and fp32 figures (same labels, same model files), both kept in
+    accuracy.json and shown side by side."""
     from click.testing import CliRunner
 
     from edgeconv.cli import main
@@ -83,6 +84,13 @@ def test_check_on_arm64_beside_host(arm64_python, tiny_artifact, tmp_path):
     assert set(rows) == {"onnxruntime", "litert"}
     for r in rows.values():
         assert "error" not in r, r
-        assert r["sqnr_db"] > 20  # the ARM int8 logits track the host's fp32 ones
-    assert doc["int8_device"] == "qemu-arm64"
+        assert r["sqnr_db"] > 20 and r["device"]["sqnr_db"] > 20  # host and ARM int8 both track fp32
+        assert r["device"]["name"] == "qemu-arm64" and "top1" in r["device"]["int8"] and "top1" in r["int8"]
+        assert r["device"]["agreement_with_host_int8"] >= 0.95 and float(r["device"]["sqnr_db_vs_host_int8"]) > 25
+    assert doc["device"] == "qemu-arm64"
     assert doc["data"]["count"] == 48
+    saved = json.loads((tiny_artifact / "accuracy.json").read_text())
+    assert all("device" in r and "int8" in r for r in saved["rows"])
+    table = CliRunner().invoke(main, ["check", str(tiny_artifact), "--data", "digits", "--limit", "16",
+                                      "--max-drop", "100", "--device", "qemu-arm64"])
+    assert table.exit_code == 0 and "qemu-arm64 int8 top-1" in table.output and "int8 top-1" in table.output

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeconv.bench import ResultsFile, TimingConfig, bench, completed
+from edgeconv.benchmark import ResultsFile, TimingConfig, bench, completed
 from edgeconv.device import TransportError
 from edgeconv.device.inventory import get_device
 from edgeconv.device.ssh import HostKeyError
@@ -98,6 +98,16 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _running_agents(sshd) -> list[int]:
+    """The agent processes sshd runs, once there are any (the agent started on the "device")."""
+    agents, deadline = [], time.time() + 60
+    while time.time() < deadline and not agents:
+        time.sleep(0.5)
+        agents = [p for p in sshd.sessions() if "agent.py" in _cmdline(p)]
+    assert agents, "the agent never started over ssh"
+    return agents
+
+
 def test_connection_killed_mid_run(sshd, tiny_artifact, tmp_path):
     cache = tmp_path / "device-cache"
     inv = sshd.inventory(tmp_path / "devices.toml", workdir=cache)
@@ -109,12 +119,7 @@ def test_connection_killed_mid_run(sshd, tiny_artifact, tmp_path):
     t = threading.Thread(target=lambda: out.setdefault("recs", bench(
         [tiny_artifact], ["board"], results, inventory=inv, precisions=["int8"], threads=[2], cfg=long)))
     t.start()
-    agents = []
-    deadline = time.time() + 60
-    while time.time() < deadline and not agents:  # wait until the agent runs on the "device"
-        time.sleep(0.5)
-        agents = [p for p in sshd.sessions() if "agent.py" in _cmdline(p)]
-    assert agents, "the agent never started over ssh"
+    agents = _running_agents(sshd)
     time.sleep(2)
     sshd.kill_all()
     t.join(timeout=120)
@@ -132,3 +137,34 @@ def test_connection_killed_mid_run(sshd, tiny_artifact, tmp_path):
     again = bench([tiny_artifact], ["board"], results, inventory=inv, precisions=["int8"], threads=[1, 2], cfg=FAST)
     assert sorted((r["threads"], r["status"]) for r in again) == [(2, "ok"), (2, "ok")]  # resumed: t1 not rerun
     assert len(completed(_jsonl(results))) == 4
+
+
+def test_lost_link_stops_the_agent_and_the_next_connection_cleans_up(sshd, tiny_artifact, tmp_path):
+    """A link that drops without the device dying: the agent notices its connection is gone and
+    stops (it does not keep timing for minutes), and the next connection from this host removes
+    the work folder the lost session could not."""
+    cache = tmp_path / "device-cache"
+    inv = sshd.inventory(tmp_path / "devices.toml", workdir=cache)
+    results = tmp_path / "r.jsonl"
+    long = TimingConfig(warmup=1, min_runs=3, min_seconds=40, max_seconds=60)
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("recs", bench(
+        [tiny_artifact], ["board"], results, inventory=inv, precisions=["int8"], runtimes=["onnxruntime"], cfg=long)))
+    t.start()
+    agents = _running_agents(sshd)
+    time.sleep(1)
+    sshd.kill_all(keep=agents)  # the network goes away: sshd dies, the agent (on the "device") does not
+    t0 = time.time()
+    while time.time() - t0 < 15 and any(_cmdline(p) for p in agents):
+        time.sleep(0.2)
+    assert not any(_cmdline(p) for p in agents), "the agent kept running after its connection was lost"
+    t.join(timeout=120)
+    assert out["recs"] and all(r["status"] == "error" for r in out["recs"])
+    left = [p for p in cache.glob("run.*")]
+    assert left, "the lost session's work folder should still be there (the device could not be reached)"
+    sshd.start()
+    again = bench([tiny_artifact], ["board"], results, inventory=inv, precisions=["int8"], runtimes=["onnxruntime"],
+                  cfg=FAST)
+    assert [r["status"] for r in again] == ["ok"]
+    assert not any(p.exists() for p in left), "the next connection did not remove the lost session's folder"
+    assert not list(cache.glob("run.*"))

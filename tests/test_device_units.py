@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from bench_device import agent
-from edgeconv.bench import ResultsFile, TimingConfig, bench, record_stats, stats
+from edgeconv.artifact import sha256
+from edgeconv.benchmark import ResultsFile, TimingConfig, bench, record_stats, stats
 from edgeconv.cli import main
 from edgeconv.device import TransportError, get_transport
 from edgeconv.device.inventory import get_device
@@ -146,7 +147,7 @@ def test_arm_core_names():
     biglittle = ("CPU implementer\t: 0x41\nCPU part\t: 0xd05\n" * 4) + ("CPU implementer\t: 0x41\nCPU part\t: 0xd41\n" * 4)
     assert agent.arm_cores(biglittle) == "4x Cortex-A55 + 4x Cortex-A78"
     assert agent.arm_cores("model name\t: AMD EPYC\n") is None
-    assert "unknown" not in agent.arm_cores("CPU implementer\t: 0x51\nCPU part\t: 0x802\n")
+    assert agent.arm_cores("CPU implementer\t: 0x51\nCPU part\t: 0x802\n") == "1x CPU part 0x802 (implementer 0x51)"
 
 
 def test_emulated_fact(monkeypatch):
@@ -175,7 +176,7 @@ def test_local_bench_cli_and_resume(tiny_artifact, tmp_path):
         assert set(r["device"]) >= {"name", "arch", "cpu", "cores", "governor", "temp_c_before", "temp_c_after",
                                     "throttled", "emulated"}
         assert r["config"] == {"warmup": 1, "runs": 5, "threads": r["threads"], "min_seconds": 0.0,
-                               "max_seconds": 120.0, "affinity": None}
+                               "max_seconds": 120.0, "affinity": None, "sustained_seconds": None}
         assert all(isinstance(s, float) for s in r["samples_ms"]) and len(r["samples_ms"]) >= 5
     assert "p50" in res.output and "CoV" in res.output
     res = CliRunner().invoke(main, args)  # resume: nothing to do
@@ -188,9 +189,10 @@ def test_bench_failed_run_is_an_error_record(tiny_artifact, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     manifest = json.loads((tiny_artifact / "manifest.json").read_text())
-    (bad / "manifest.json").write_text(json.dumps(manifest))
-    for name in manifest["files"]:
+    for name, entry in manifest["files"].items():  # files the manifest vouches for, that no runtime loads
         (bad / name).write_bytes(b"not a model")
+        entry.update(sha256=sha256(bad / name), bytes=len(b"not a model"))
+    (bad / "manifest.json").write_text(json.dumps(manifest))
     recs = bench([bad], ["local"], tmp_path / "r.jsonl", precisions=["int8"],
                  cfg=TimingConfig(warmup=1, min_runs=2, min_seconds=0))
     assert recs and all(r["status"] == "error" and "cannot load" in r["error"] for r in recs)

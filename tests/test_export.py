@@ -10,12 +10,13 @@ import torch
 from bench_device.agent import Session
 from edgeconv.accuracy import sqnr_db
 from edgeconv.data import load_data
-from edgeconv.export import Artifact, export, formats, sha256
-from edgeconv.verify import Thresholds, verify
+from edgeconv.artifact import FORMATS as _FORMATS, Artifact, sha256
+from edgeconv.exporters import export
+from edgeconv.parity import Thresholds, verify
 from edgeconv.zoo import create_model, list_models
 
 SMALL = {"tiny": 32, "mobilenet_v1": 64, "mobilenet_v2": 64, "efficientnet_lite0": 64}
-FORMATS = formats()
+FORMATS = list(_FORMATS)
 MIN_INT8_SQNR_DB = 20.0  # int8 logits vs fp32 eager on held-out real digits
 
 
@@ -45,7 +46,7 @@ def exported(request, tmp_path_factory):
 def test_every_format_and_precision_exported(exported):
     name, model, art, _, _ = exported
     assert art.errors == []
-    assert sorted((e["format"], e["precision"]) for e in art.files.values()) == \
+    assert sorted((e.format, e.precision) for e in art.files.values()) == \
         sorted((f, p) for f in FORMATS for p in ("fp32", "int8"))
 
 
@@ -67,7 +68,7 @@ def test_int8_close_to_fp32_on_real_data(exported, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_conv_runs_int8(exported, fmt):
     name, model, art, _, _ = exported
-    report = art.files[art.file(fmt, "int8").name]["int8_report"]
+    report = art.files[art.file(fmt, "int8").name].int8_report
     n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     assert report["convs"] == n_convs
     assert report["convs_int8"] == n_convs, report
@@ -92,9 +93,27 @@ def test_manifest_fields(exported):
         assert e["sha256"] == sha256(art.path / fname)
         assert e["bytes"] == (art.path / fname).stat().st_size
         assert e["input"]["shape_nchw"] == [1, *model.input_shape]
-    q = m["files"]["model_int8.tflite"]["input"]["quant"]
-    if q:  # int8 input tensor: its quantisation is what the runtime adapter applies
+    assert m["complete"] is True and sorted(map(tuple, m["requested"])) == \
+        sorted((f, p) for f in FORMATS for p in ("fp32", "int8"))
+    for fname, e in m["files"].items():  # the default: float I/O in every file
+        assert e["input"]["dtype"] == e["output"]["dtype"] == "float32" and e["input"]["quant"] is None
+
+
+def test_int8_io_records_scale_and_zero_point(tmp_path):
+    from edgeconv.exporters import ExportIO
+    model = create_model("tiny")
+    calib = load_data("digits", input_shape=model.input_shape, preprocess=model.card.preprocess, calib_count=16)
+    art = export(model, calib=calib.x, formats=["tflite"], precisions=["int8"], out=tmp_path / "a",
+                 io=ExportIO(channels_last=True, int8_io=True))
+    e = art.files["model_int8.tflite"]
+    assert e.input.dtype == e.output.dtype == "int8" and e.input.layout == "NHWC"
+    assert e.input.shape == [1, 32, 32, 3] and e.input.shape_nchw == [1, 3, 32, 32]
+    for q in (e.input.quant, e.output.quant):  # what the runtime adapter applies
         assert q["scale"] > 0 and -128 <= q["zero_point"] <= 127
+    x = load_data("digits", input_shape=model.input_shape, preprocess=model.card.preprocess, split="eval", limit=8).x
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert sqnr_db(ref, Session(art.path / "model_int8.tflite").run(x)) >= 15
 
 
 def test_verify_passes_and_writes_json(exported):
@@ -103,21 +122,21 @@ def test_verify_passes_and_writes_json(exported):
     res = verify(art.path, Thresholds(min_agreement=0.0), count=8)
     assert res["ok"], res["rows"]
     assert len(res["rows"]) == 2 * len(FORMATS)
-    assert len(res["int8_pairs"]) == 3
+    assert len(res["int8_pairs"]) == len(FORMATS) * (len(FORMATS) - 1) // 2
     assert json.loads((art.path / "verify.json").read_text())["ok"] is True
 
 
 def test_keep_fp32_leaves_exactly_the_named_block_float(tmp_path):
-    from edgeconv.quantize import QuantConfig
+    from edgeconv.quantize import QuantRecipe
     model = create_model("tiny")
     calib = load_data("digits", input_shape=model.input_shape, preprocess=model.spec.preprocess, calib_count=16)
     art = export(model, calib=calib.x, precisions=["int8"], out=tmp_path / "a",
-                 quant=QuantConfig(calib_count=16, keep_fp32=("blocks.2",)))
+                 recipe=QuantRecipe(calib_count=16, keep_fp32=("blocks.2",)))
     assert art.errors == []
     kept = sum(isinstance(m, torch.nn.Conv2d) for m in dict(model.named_modules())["blocks.2"].modules())
     total = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     assert kept == 3
     for fmt in FORMATS:
-        report = art.files[art.file(fmt, "int8").name]["int8_report"]
+        report = art.files[art.file(fmt, "int8").name].int8_report
         assert report["convs_int8"] == total - kept, (fmt, report)
         assert report["ops_int8"] < report["ops"] and report["float_ops"], (fmt, report)

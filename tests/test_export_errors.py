@@ -8,8 +8,9 @@ from click.testing import CliRunner
 from torch import nn
 
 from edgeconv.cli import main
-from edgeconv.export import Artifact, export
-from edgeconv.verify import verify
+from edgeconv.artifact import Artifact
+from edgeconv.exporters import export
+from edgeconv.parity import verify
 
 
 class SpectralNet(nn.Module):
@@ -95,8 +96,8 @@ def test_verify_names_truncated_file_and_format(tiny_artifact, tmp_path, name, f
     assert all(r["ok"] for r in res["rows"] if r["file"] != name)  # the others were still checked
     # the manifest agreeing with the broken file: the runtime itself refuses it, named
     art = Artifact.load(art_dir)
-    from edgeconv.export import sha256
-    art.manifest["files"][name]["sha256"] = sha256(path)
+    from edgeconv.artifact import sha256
+    art.files[name].sha256, art.files[name].bytes = sha256(path), path.stat().st_size
     art.save()
     cli = CliRunner().invoke(main, ["verify", str(art_dir), "--count", "4"])
     assert cli.exit_code == 1

@@ -13,11 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from edgeconv.cli import main
-from edgeconv.run import STAGES, RunConfig
+from edgeconv.pipeline import STAGES, RunConfig
 
 FAST = """
 [model]
 model = "tiny"
+[train]
 train_epochs = 3
 [export]
 formats = ["onnx", "tflite", "executorch"]

@@ -1,19 +1,24 @@
-"""Transports: how the host reaches a device to copy files to it and run the agent there.
+"""Transports, and the agent session every device verb goes through.
 
-A ``Transport`` (``push``, ``run``, ``pull``, ``cleanup``) registers itself by name:
-``local`` (this machine), ``qemu-arm64`` (the emulated arm64 device of
-``bench_device/setup_arm64.sh``), ``ssh`` (any Linux board), ``adb`` (Android phones).
-Commands are argv lists; where a remote shell reads them (ssh, adb shell) every element
-is quoted with ``shlex.quote``. Devices are named in an inventory file (see
-``bench_device/devices.example.toml`` and ``inventory.py``).
+A ``Transport`` (``push``, ``run``, ``pull``, ``cleanup``) registers itself by name: ``local``
+(this machine), ``qemu-arm64`` (the emulated arm64 device of ``bench_device/setup_arm64.sh``),
+``ssh`` (any Linux board), ``adb`` (Android phones). Commands are argv lists; where a remote
+shell reads them (ssh, adb shell) every element is quoted with ``shlex.quote``. Devices are
+named in an inventory file (see ``bench_device/devices.example.toml`` and ``inventory.py``).
+
+``AgentSession`` is the one sequence that talks to a device: open the transport, copy the
+agent there, then ``facts()``, ``bench(file, ...)`` (a timed run) or ``run_inputs(file, x)``
+(outputs for given inputs), and clean up however it ends. Nothing here imports torch.
 """
 from __future__ import annotations
 
+import json
 import shlex
+from importlib import resources
 from pathlib import Path
 
 TRANSPORTS: dict[str, type] = {}
-AGENT = Path(__file__).resolve().parent.parent.parent / "bench_device" / "agent.py"
+AGENT = Path(str(resources.files("bench_device") / "agent.py"))
 
 
 class TransportError(RuntimeError):
@@ -51,6 +56,7 @@ class Transport:
 
     name = "?"
     default_timeout = 600.0
+    keeps_stdin = False   # run() holds the command's stdin open for as long as the link lives
 
     def __init__(self, device):
         self.device = device
@@ -84,36 +90,155 @@ class Transport:
         self.cleanup()
 
 
-def model_runner(name: str, inventory: str | Path | None = None, threads: int = 1):
-    """A callable ``(model_file, inputs NCHW float32) -> outputs`` that runs the file on device
-    ``name`` through the agent (``agent.py MODEL --inputs x.npy --outputs y.npy``): what
-    ``edgeconv check --device`` uses to score int8 on the device's own kernels."""
-    import tempfile
-    from pathlib import PurePosixPath
+def last_json(text: str):
+    """The last line of ``text`` that is a JSON document (the agent prints one), or None."""
+    for line in reversed(text.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    return None
 
-    import numpy as np
 
-    from .inventory import get_device
-    device = get_device(name, inventory)
+class AgentSession:
+    """A device opened for a block of work: ``with AgentSession("pi5", "devices.toml") as s:``.
 
-    def run(model_file: Path, x: np.ndarray) -> np.ndarray:
-        model_file = Path(model_file)
-        with tempfile.TemporaryDirectory() as tmp, device.open() as tr:
-            if not tr.has_agent_python():
-                raise TransportError(f"device {name!r} has no Python for the agent; running given inputs "
-                                     "needs one (set 'python' in its inventory entry)")
-            tr.push_agent()
-            remote_model = tr.push([model_file, model_file.parent / "manifest.json"])[0]
-            inputs = Path(tmp) / f"inputs-{model_file.stem}.npy"
+    The transport is opened and the agent copied there on entry, the work folder removed on exit
+    whatever happened. A device without a Python (a phone with only native tools) supports
+    ``bench`` through those tools and ``facts`` through ``getprop``/``uname``."""
+
+    def __init__(self, device, inventory=None):
+        from .inventory import Device, get_device
+        self.device = device if isinstance(device, Device) else get_device(device, inventory)
+        self.transport = None
+        self._remote: dict[Path, str] = {}
+
+    def __enter__(self) -> AgentSession:
+        self.transport = self.device.open()
+        try:
+            if self.transport.has_agent_python():
+                self.transport.push_agent()
+        except BaseException:
+            self.transport.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.transport is not None:
+            self.transport.cleanup()
+            self.transport = None
+
+    @property
+    def has_python(self) -> bool:
+        return self.transport.has_agent_python()
+
+    def _agent(self, args: list[str], timeout: float | None = None) -> dict:
+        tr = self.transport
+        if tr.keeps_stdin:
+            args = [*args, "--exit-with-stdin"]
+        rc, out, err = tr.run([tr.python, tr.agent, *args], timeout=timeout or tr.default_timeout)
+        doc = last_json(out)
+        if rc != 0 or doc is None:
+            raise TransportError(f"device {self.device.name!r}: the agent failed (rc {rc}): "
+                                 f"{(err or out).strip()[-600:]}")
+        return doc
+
+    def push_model(self, path: Path) -> str:
+        """Copy a model file and the manifest beside it (the agent reads I/O layout and dtype
+        from it); returns the file's path on the device."""
+        path = Path(path)
+        if path not in self._remote:
+            files = [path] + ([path.parent / "manifest.json"] if (path.parent / "manifest.json").exists() else [])
+            self._remote[path] = self.transport.push(files)[0]
+        return self._remote[path]
+
+    def facts(self) -> dict:
+        """What the agent reports of the device: arch, CPU, cores, governor, runtimes present..."""
+        tr = self.transport
+        if not self.has_python:
+            facts = {"device": {"name": self.device.name}, "runtimes": {}, "native": tr.native}
+            facts["device"]["cpu"] = tr.run(["getprop", "ro.product.model"], timeout=30)[1].strip()
+            facts["device"]["arch"] = tr.run(["uname", "-m"], timeout=30)[1].strip()
+            return facts
+        return self._agent(["--facts"])
+
+    def bench(self, path: Path, runtime: str, threads: int, timing) -> dict:
+        """One timed run of ``path`` (``timing``: warmup, min_runs, min_seconds, max_seconds,
+        affinity, sustained_seconds, sample_every): the agent's document, or for a native tool
+        its parsed timing fields."""
+        remote = self.push_model(path)
+        if not self.has_python:
+            return self._native(path, remote, threads, timing)
+        args = [remote, "--runtime", runtime, "--threads", str(threads), "--warmup", str(timing.warmup),
+                "--min-runs", str(timing.min_runs), "--min-seconds", str(timing.min_seconds),
+                "--max-seconds", str(timing.max_seconds)]
+        if timing.affinity:
+            args += ["--affinity", timing.affinity]
+        if getattr(timing, "sustained_seconds", 0):
+            args += ["--sustained-seconds", str(timing.sustained_seconds),
+                     "--sample-every", str(timing.sample_every)]
+        longest = max(timing.max_seconds, getattr(timing, "sustained_seconds", 0) or 0)
+        return self._agent(args, timeout=longest * 2 + self.transport.default_timeout / 4)
+
+    def _native(self, path: Path, remote: str, threads: int, timing) -> dict:
+        from ..artifact import FORMATS
+        from .native import PARSERS, native_argv
+        fmt = next(f for f in FORMATS.values() if f.suffix == Path(path).suffix)
+        tool = fmt.native_tool
+        binary = self.transport.native.get(tool)
+        if not binary:
+            raise TransportError(f"device {self.device.name!r} has no Python for the agent and no native "
+                                 f"`{tool}` in its inventory entry (native.{tool} = \"/data/local/tmp/{tool}\")")
+        rc, out, err = self.transport.run(native_argv(tool, binary, remote, threads, timing.warmup, timing.min_runs,
+                                                      timing.min_seconds), timeout=timing.max_seconds * 2 + 120)
+        if rc != 0:
+            raise TransportError(f"{tool} failed (rc {rc}): {(err or out).strip()[-600:]}")
+        try:
+            parsed = PARSERS[tool](out + "\n" + err)
+        except ValueError as e:
+            raise TransportError(f"{tool}: {e}") from None
+        return {**parsed, "runtime_version": f"native {tool}"}
+
+    def run_inputs(self, path: Path, x, threads: int = 1):
+        """The outputs of model file ``path`` on NCHW float32 inputs ``x``, computed on the device."""
+        import tempfile
+        from pathlib import PurePosixPath
+
+        import numpy as np
+        if not self.has_python:
+            raise TransportError(f"device {self.device.name!r} has no Python for the agent; running given inputs "
+                                 "needs one (set 'python' in its inventory entry)")
+        path = Path(path)
+        remote_model = self.push_model(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            inputs = Path(tmp) / f"inputs-{path.stem}.npy"
             np.save(inputs, np.ascontiguousarray(x, np.float32))
-            remote_inputs = tr.push([inputs], group="inputs")[0]
-            remote_outputs = str(PurePosixPath(remote_inputs).parent / f"outputs-{model_file.stem}.npy")
-            rc, out, err = tr.run([tr.python, tr.agent, remote_model, "--threads", str(threads),
-                                   "--inputs", remote_inputs, "--outputs", remote_outputs])
-            if rc != 0:
-                raise TransportError(f"agent on {name} failed (rc {rc}): {(err or out).strip()[-600:]}")
+            remote_inputs = self.transport.push([inputs], group="inputs")[0]
+            remote_outputs = str(PurePosixPath(remote_inputs).parent / f"outputs-{path.stem}.npy")
+            self._agent([remote_model, "--threads", str(threads), "--inputs", remote_inputs,
+                         "--outputs", remote_outputs])
             local = Path(tmp) / "outputs.npy"
-            tr.pull(remote_outputs, local)
-            return np.load(local)
+            self.transport.pull(remote_outputs, local)
+            return np.load(local, allow_pickle=False)
 
-    return run
+
+def device_facts(device: str, inventory=None) -> dict:
+    """``edgeconv device check``: reach ``device``, copy the agent there and return its facts
+    (arch, CPU, cores, governor, runtimes present with versions or how to install them),
+    plus ``warnings`` (a CPU governor other than ``performance``...)."""
+    with AgentSession(device, inventory) as s:
+        facts = s.facts()
+    facts["warnings"] = governor_warnings(facts.get("device", {}))
+    facts["transport"] = s.device.transport
+    facts["wanted_runtimes"] = s.device.runtimes
+    return facts
+
+
+def governor_warnings(dev: dict) -> list[str]:
+    gov = dev.get("governor")
+    if gov and gov != "performance" and not dev.get("emulated"):
+        return [f"the CPU frequency governor is {gov!r}, not 'performance': clocks move with load, so timings "
+                "drift; set it for benchmarking with `echo performance | sudo tee "
+                "/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor` (Raspberry Pi OS: also "
+                "`sudo cpufreq-set -g performance` where cpufrequtils is installed)"]
+    return []

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..export import sha256
+from ..artifact import sha256
 from . import Transport, TransportError, quote_argv, register
 
 REMOTE_ROOT = "/data/local/tmp/edgeconv"

@@ -10,7 +10,7 @@ from pathlib import Path
 from . import Transport, register
 
 
-def run_local(argv: list[str], timeout: float | None, cwd: str | None = None) -> tuple[int, str, str]:
+def run_process(argv: list[str], timeout: float | None, cwd: str | None = None) -> tuple[int, str, str]:
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     except subprocess.TimeoutExpired as e:
@@ -35,7 +35,7 @@ class LocalTransport(Transport):
         return [str(Path(f).resolve()) for f in local_files]
 
     def run(self, argv, timeout=None):
-        return run_local([str(a) for a in argv], timeout or self.default_timeout, cwd=self.workdir)
+        return run_process([str(a) for a in argv], timeout or self.default_timeout, cwd=self.workdir)
 
     def pull(self, remote, local):
         shutil.copyfile(remote if Path(remote).is_absolute() else Path(self.workdir) / remote, local)

@@ -102,8 +102,6 @@ def parse_executor_runner(text: str) -> dict:
 PARSERS = {"benchmark_model": parse_benchmark_model,
            "onnxruntime_perf_test": parse_onnxruntime_perf_test,
            "executor_runner": parse_executor_runner}
-FORMAT_TOOL = {"tflite": "benchmark_model", "onnx": "onnxruntime_perf_test", "executorch": "executor_runner"}
-TOOL_RUNTIME = {"benchmark_model": "litert", "onnxruntime_perf_test": "onnxruntime", "executor_runner": "executorch"}
 
 
 def native_argv(tool: str, binary: str, model: str, threads: int, warmup: int, runs: int,

@@ -11,12 +11,21 @@ from pathlib import Path
 from . import TransportError, register
 from .local import LocalTransport
 
-REPO = Path(__file__).resolve().parent.parent.parent
+CHECKOUT = Path(__file__).resolve().parent.parent.parent
+
+
+def cache_dir() -> Path:
+    """Where the emulated device lives: $EDGECONV_CACHE, else ``.cache`` of a source checkout, else
+    ~/.cache/edgeconv (the same rule as setup_arm64.sh)."""
+    if os.environ.get("EDGECONV_CACHE"):
+        return Path(os.environ["EDGECONV_CACHE"])
+    if (CHECKOUT / "pyproject.toml").exists():
+        return CHECKOUT / ".cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgeconv"
 
 
 def arm64_python() -> Path:
-    cache = Path(os.environ.get("EDGECONV_CACHE") or REPO / ".cache")
-    return cache / "arm64" / "bin" / "python3"
+    return cache_dir() / "arm64" / "bin" / "python3"
 
 
 @register
@@ -28,6 +37,6 @@ class QemuArm64Transport(LocalTransport):
         py = Path(device.python) if device.python else arm64_python()
         if not py.exists():
             raise TransportError(f"device {device.name!r}: the emulated arm64 device is not set up ({py} is "
-                                 "missing); build it with: bash bench_device/setup_arm64.sh")
+                                 "missing); build it with: edgeconv device setup-arm64 (bench_device/setup_arm64.sh)")
         super().__init__(device)
         self.python = str(py)

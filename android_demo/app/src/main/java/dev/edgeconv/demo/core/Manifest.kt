@@ -57,7 +57,7 @@ class ManifestException(val problems: List<String>) :
     RuntimeException("the manifest cannot be used:\n - " + problems.joinToString("\n - "))
 
 object Manifests {
-    const val SCHEMA_VERSION = 1
+    val SCHEMA_VERSIONS = 1..2
     val LAYOUTS = listOf("NHWC", "NCHW")
     val DTYPES = listOf("float32", "int8", "uint8")
     val INTERPOLATIONS = listOf("bilinear", "bicubic", "nearest")
@@ -108,8 +108,9 @@ object Manifests {
             return out
         }
         val sv = root["schema_version"]
-        if (!(sv is JsonNumber && sv.isInteger() && sv.toInt() == SCHEMA_VERSION)) {
-            out.add("schema_version is ${show(sv)}: the app reads schema_version $SCHEMA_VERSION")
+        if (!(sv is JsonNumber && sv.isInteger() && sv.toInt() in SCHEMA_VERSIONS)) {
+            out.add("schema_version is ${show(sv)}: the app reads schema_version " +
+                SCHEMA_VERSIONS.joinToString(" or "))
         }
         val labels = root["labels"]
         val labelsOk = labels is List<*> && labels.isNotEmpty() && labels.all { it is String }

@@ -1,9 +1,9 @@
 """TFLite (LiteRT): litert-torch for fp32; litert-torch's PT2E quantizer for int8
 (per-channel symmetric int8 weights, per-tensor int8 activations).
 
-Phone-friendly I/O: ``channels_last`` makes the model take NHWC input (camera frames).
-The PT2E int8 conversion yields int8 input and output tensors; unless ``int8_io`` is asked
-for, QUANTIZE/DEQUANTIZE ops are added at the edges so the file takes and gives float32.
+Phone-friendly I/O (``ExportIO``): ``channels_last`` makes the model take NHWC input (camera
+frames). The PT2E int8 conversion yields int8 input and output tensors; unless ``int8_io`` is
+asked for, QUANTIZE/DEQUANTIZE ops are added at the edges so the file takes and gives float32.
 Either way the manifest records each tensor's dtype, scale and zero point.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..artifact import IOSpec
 from . import register
 
 os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
@@ -22,15 +23,15 @@ COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CON
 INT_TYPES = ("int8", "uint8", "int16", "int32")
 
 
-def _io(detail: dict, nchw: list[int]) -> dict:
+def _io(detail: dict, nchw: list[int], shape_nchw=None) -> IOSpec:
     scale, zp = detail["quantization"]
     dtype = np.dtype(detail["dtype"]).name
     shape = [int(d) for d in detail["shape"]]
     layout = None
     if len(shape) == 4:
         layout = "NCHW" if shape == nchw else "NHWC"
-    return {"name": detail["name"], "shape": shape, "layout": layout, "dtype": dtype,
-            "quant": {"scale": float(scale), "zero_point": int(zp)} if dtype != "float32" and scale else None}
+    return IOSpec(detail["name"], shape, layout, dtype,
+                  {"scale": float(scale), "zero_point": int(zp)} if dtype != "float32" and scale else None, shape_nchw)
 
 
 def add_float_io(tflite: bytes) -> bytes:
@@ -101,41 +102,31 @@ class TFLiteExporter:
     name = "tflite"
     suffix = ".tflite"
 
-    def export(self, model, example, precision, calib, quant, path: Path) -> dict:
+    def export(self, model, example, precision, calib, recipe, io_options, path: Path) -> dict:
         import litert_torch
         from ai_edge_litert.interpreter import Interpreter
         module, ex, samples = model, example, calib
-        if quant.channels_last:
+        if io_options.channels_last:
             module = litert_torch.to_channel_last_io(model, args=[0]).eval()
             ex = example.permute(0, 2, 3, 1).contiguous()
             samples = [c.permute(0, 2, 3, 1).contiguous() for c in calib]
         if precision == "fp32":
             edge = litert_torch.convert(module.eval(), (ex,))
         else:
-            from litert_torch.quantize import pt2e_quantizer
-            from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
             from litert_torch.quantize.quant_config import QuantConfig as LiteRTQuantConfig
-            from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
 
             from ..quantize import quantize_pt2e
-
-            # litert-torch's module-name filter expects torch.export's old "L__self___blocks_0"
-            # labels; today's "L__self__blocks.0..." never match, so keep_fp32 was ignored.
-            # torchao's filter (the one the XNNPACK quantizer uses) reads the current labels.
-            pt2e_quantizer._get_module_name_filter = get_module_name_filter
-            quantizer = PT2EQuantizer().set_global(
-                get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-            gm = quantize_pt2e(module, ex, samples, quantizer, quant, before_prepare=_mark_adds,
-                               fold_quantize=False)
-            edge = litert_torch.convert(gm, (ex,), quant_config=LiteRTQuantConfig(pt2e_quantizer=quantizer))
-        if precision == "int8" and not quant.int8_io:
+            gm, quantizer = quantize_pt2e(module, ex, samples, "litert", recipe, before_prepare=_mark_adds,
+                                          fold_quantize=False)
+            edge = litert_torch.convert(gm, (ex,), quant_config=LiteRTQuantConfig(pt2e_quantizer=quantizer.inner))
+        if precision == "int8" and not io_options.int8_io:
             path.write_bytes(add_float_io(edge.model_content()))
         else:
             edge.export(str(path))
         it = Interpreter(model_path=str(path))
         nchw = list(example.shape)
-        inp = _io(it.get_input_details()[0], nchw) | {"shape_nchw": nchw}
-        return {"input": inp, "output": _io(it.get_output_details()[0], nchw)}
+        return {"input": _io(it.get_input_details()[0], nchw, nchw), "output": _io(it.get_output_details()[0], nchw),
+                "int8_report": self.inspect(path) if precision == "int8" else None}
 
     def inspect(self, path: Path) -> dict:
         """Op and tensor types straight from the flatbuffer: an op runs int8 when its first

@@ -11,46 +11,65 @@ import html
 import json
 from pathlib import Path
 
-from ..bench import compare_rows, record_stats
+from ..artifact import Artifact, ArtifactError, write_bytes_atomic, write_json_atomic
+from ..benchmark import ResultsFile, compare_rows, latest, record_stats
 from ..cost import human
-from ..export import write_json_atomic
-from ..quantize import QuantConfig
 
 SIDES = ("model", "twin")
 
 
-def _load(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
+def _load(path: Path, problems: list[str]):
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        problems.append(f"{path.name} in {path.parent} is not valid JSON ({e}); left out")
+        return None
 
 
 def collect(run_dir: str | Path) -> dict:
+    """Everything the report shows, read from the run folder's files alone; what cannot be read
+    is left out and listed in ``problems``."""
     d = Path(run_dir)
-    if not (d / "run.json").exists() and not (d / "artifacts").exists():
-        raise FileNotFoundError(f"{d} is not a run folder (no run.json); make one with `edgeconv run`")
-    data = {"dir": d, "run": _load(d / "run.json") or {}, "models": _load(d / "models.json") or {},
-            "manifest": {}, "verify": {}, "accuracy": {}, "records": []}
+    if not any((d / f).exists() for f in ("run.json", "artifacts", "results.jsonl")):
+        raise FileNotFoundError(f"{d} is not a run folder (no run.json, artifacts/ or results.jsonl); make one with "
+                                "`edgeconv run` (or `edgeconv profile --out`)")
+    problems: list[str] = []
+    data = {"dir": d, "run": _load(d / "run.json", problems) or {}, "models": _load(d / "models.json", problems) or {},
+            "manifest": {}, "verify": {}, "accuracy": {}, "records": [], "problems": problems, "skipped_lines": 0}
     for side in SIDES:
         a = d / "artifacts" / side
-        data["manifest"][side] = _load(a / "manifest.json")
-        data["verify"][side] = _load(a / "verify.json")
-        data["accuracy"][side] = _load(a / "accuracy.json")
-    results = d / "results.jsonl"
-    side_of_sha = {e["sha256"]: side for side in SIDES
-                   for e in (data["manifest"][side] or {}).get("files", {}).values()}
-    if results.exists():
-        for line in results.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                side = side_of_sha.get(rec.get("sha256"))
-                if side:  # the run folder may have moved since: point at where its files are now
-                    rec["artifact"] = str(d / "artifacts" / side)
-                data["records"].append(rec)
+        try:
+            data["manifest"][side] = Artifact.load(a).manifest if (a / "manifest.json").exists() else None
+        except ArtifactError as e:
+            problems.append(f"{e}; its files are left out")
+            data["manifest"][side] = None
+        data["verify"][side] = _load(a / "verify.json", problems)
+        data["accuracy"][side] = _load(a / "accuracy.json", problems)
+    side_of_sha = {e.sha256: side for side in SIDES if data["manifest"][side]
+                   for e in data["manifest"][side].files.values()}
+    rf = ResultsFile(d / "results.jsonl")
+    for rec in rf.records():
+        side = side_of_sha.get(rec.get("sha256"))
+        if side:  # the run folder may have moved since: point at where its files are now
+            rec["artifact"] = str(d / "artifacts" / side)
+        data["records"].append(rec)
+    data["skipped_lines"] = rf.skipped
+    if rf.skipped:
+        problems.append(f"results.jsonl: {rf.skipped} line(s) that are not records (torn or garbage) were skipped")
     return data
 
 
 def _latest_ok(records):
-    from ..bench import latest
     return [r for r in latest(records).values() if r.get("status") == "ok"]
+
+
+def _compare(data: dict) -> list[dict]:
+    d = data["dir"]
+    if not all(data["manifest"].get(side) for side in SIDES):
+        return []
+    return compare_rows(data["records"], d / "artifacts" / "model", d / "artifacts" / "twin")
 
 
 def _side_of(rec, d: Path) -> str | None:
@@ -75,7 +94,7 @@ def _plots(data: dict, out: Path) -> dict[str, Path]:
         fig.savefig(plots[key], dpi=110)
         plt.close(fig)
     d = data["dir"]
-    recs = _latest_ok(data["records"])
+    recs = [r for r in _latest_ok(data["records"]) if not r.get("block") and _side_of(r, d)]
 
     if recs:
         devices = sorted({r["device"]["name"] for r in recs})
@@ -101,7 +120,7 @@ def _plots(data: dict, out: Path) -> dict[str, Path]:
             ax.legend(fontsize=8)
         save(fig, "latency", "latency.png")
 
-        rows = compare_rows(data["records"], d / "artifacts" / "model", d / "artifacts" / "twin")
+        rows = _compare(data)
         if rows:
             fig, ax = plt.subplots(figsize=(9, 3.6))
             labels = [f"{r['device']}\n{r['runtime']} {r['precision']}" for r in rows]
@@ -171,10 +190,11 @@ def _tables(data: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
                      f"{b['macs']:,}", f"{100 * b['macs'] / c['macs']:.1f}%"] for b in c["blocks"]]
             sections.append((f"Per-block cost: {side}", ["block", "arch", "output", "params", "MACs", "share"],
                              rows, ""))
-    recs = _latest_ok(data["records"])
-    if data["records"]:
+    recs = [r for r in _latest_ok(data["records"]) if not r.get("block")]
+    whole = [r for r in data["records"] if not r.get("block")]
+    if whole:
         rows = []
-        for r in sorted(data["records"], key=lambda r: (r.get("device", {}).get("name", ""), r.get("runtime", ""),
+        for r in sorted(whole, key=lambda r: (r.get("device", {}).get("name", ""), r.get("runtime", ""),
                                                        r.get("precision", ""), str(_side_of(r, d)))):
             s = record_stats(r) if r.get("status") == "ok" else {}
             f = lambda v, spec=".2f": "" if v is None else format(v, spec)  # noqa: E731
@@ -185,7 +205,7 @@ def _tables(data: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
         sections.append(("Latency", ["device", "side", "runtime", "precision", "threads", "p50 ms", "p90 ms",
                                      "mean ms", "CoV", "runs", "status"], rows,
                          "Statistics computed from the raw per-run samples in results.jsonl."))
-        cmp = compare_rows(data["records"], d / "artifacts" / "model", d / "artifacts" / "twin")
+        cmp = _compare(data)
         if cmp:
             rows = [[c["device"], c["runtime"], c["precision"], str(c["threads"]), f"{c['model_p50_ms']:.3f}",
                      f"{c['twin_p50_ms']:.3f}", f"{c['latency_ratio']:.2f}x", f"{c['mac_ratio']:.2f}x",
@@ -209,8 +229,8 @@ def _tables(data: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
                              f"{100 * r['agreement']:.1f}%", f"{r['sqnr_db']:.1f}"])
     if acc_rows:
         info = (data["accuracy"].get("model") or {}).get("data", {})
-        quant = (data["manifest"].get("model") or {}).get("quant")
-        recipe = f". int8 recipe: {QuantConfig.from_dict(quant).describe()}." if quant else ""
+        man = data["manifest"].get("model")
+        recipe = f". int8 recipe: {man.recipe.describe()}." if man is not None and man.quant else ""
         sections.append(("Accuracy: int8 vs fp32", ["side", "runtime", "fp32 top-1", "int8 top-1", "fp32 top-5",
                                                    "int8 top-5", "int8-fp32 (95% CI), points", "agreement",
                                                    "logit SQNR dB"], acc_rows,
@@ -218,12 +238,11 @@ def _tables(data: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
                          f"{(info.get('calibration') or {}).get('how', '')}{recipe}"))
     size_rows = []
     for side in SIDES:
-        man = data["manifest"].get(side) or {}
-        for name, e in man.get("files", {}).items():
-            r = e.get("int8_report") or {}
-            size_rows.append([side, name, human(e["bytes"], "B"), e["input"].get("layout") or "",
-                              e["input"]["dtype"], f"{r['ops_int8']}/{r['ops']}" if r else "",
-                              e["sha256"][:12]])
+        man = data["manifest"].get(side)
+        for name, e in (man.files.items() if man else ()):
+            r = e.int8_report or {}
+            size_rows.append([side, name, human(e.bytes, "B"), e.input.layout or "", e.input.dtype,
+                              f"{r['ops_int8']}/{r['ops']}" if r else "", e.sha256[:12]])
     if size_rows:
         sections.append(("Model files", ["side", "file", "size", "input layout", "input dtype", "int8 ops", "sha256"],
                          size_rows, ""))
@@ -239,8 +258,8 @@ def _tables(data: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
         sections.append(("Parity (verify)", ["side", "file", "fp32 max rel err", "int8 SQNR dB vs eager",
                                              "int8 top-1 agreement", "verdict"], ver_rows, ""))
     env_rows = []
-    man = data["manifest"].get("model") or {}
-    for k, v in (man.get("versions") or {}).items():
+    man = data["manifest"].get("model")
+    for k, v in (man.versions if man else {}).items():
         env_rows.append(["host package", k, str(v)])
     for dev in sorted({r["device"]["name"] for r in recs}):
         r = next(r for r in recs if r["device"]["name"] == dev)
@@ -264,20 +283,29 @@ text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:
 border:1px solid #eee}.note{color:#555;font-size:13px}h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em}"""
 
 
-def write_report(run_dir: str | Path) -> dict:
+def report(run_dir: str | Path) -> dict:
+    """``edgeconv report``: rebuild report.html (self-contained), report.md and the plots of a run
+    folder from its files. Returns their paths, with ``skipped_lines`` (results lines that are not
+    records) and ``problems`` (files left out, each with why)."""
+    from .profile import profile_sections, sustained_sections
     data = collect(run_dir)
     d = data["dir"]
     plots = _plots(data, d / "plots")
-    sections = _tables(data)
+    sections = [(*s, [plots[PLOT_AFTER[s[0]]]] if PLOT_AFTER.get(s[0]) in plots else []) for s in _tables(data)]
+    extra = profile_sections(data["records"], d / "plots") + sustained_sections(data["records"], d / "plots")
+    sections += extra
+    plots.update({str(p): p for s in extra for p in s[4]})
     title = f"edgeconv report: {(data['models'].get('model') or {}).get('name', d.name)} vs its standard-conv twin"
     stages = data["run"].get("stages", {})
     stage_line = ", ".join(f"{k} {v.get('seconds', '?')} s" for k, v in stages.items() if v.get("status") == "done")
 
     md = [f"# {title}", "", f"Run folder `{d}`. Stages: {stage_line or 'n/a'}.", ""]
+    md += [f"> {p}" for p in data["problems"]] + ([""] if data["problems"] else [])
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
          f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
          f"<p class='note'>Run folder <code>{html.escape(str(d))}</code>. Stages: {html.escape(stage_line or 'n/a')}.</p>"]
-    for name, header, rows, note in sections:
+    h += [f"<p class='note'><b>note:</b> {html.escape(p)}</p>" for p in data["problems"]]
+    for name, header, rows, note, section_plots in sections:
         md += [f"## {name}", ""]
         if note:
             md += [note, ""]
@@ -290,17 +318,15 @@ def write_report(run_dir: str | Path) -> dict:
         h.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>")
         h += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
         h.append("</table>")
-        plot = plots.get(PLOT_AFTER.get(name, ""))
-        if plot:
+        for plot in section_plots:
             md += [f"![{name}](plots/{plot.name})", ""]
             b64 = base64.b64encode(plot.read_bytes()).decode()
             h.append(f"<img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'>")
     h.append("</body></html>")
-    paths = {"html": d / "report.html", "md": d / "report.md", "plots": sorted(str(p) for p in plots.values())}
-    tmp = d / ".report.html.tmp"
-    tmp.write_text("\n".join(h))
-    tmp.replace(paths["html"])
-    (d / ".report.md.tmp").write_text("\n".join(md))
-    (d / ".report.md.tmp").replace(paths["md"])
-    write_json_atomic(d / "report.json", {"plots": paths["plots"], "sections": [s[0] for s in sections]})
+    paths = {"html": d / "report.html", "md": d / "report.md", "plots": sorted(str(p) for p in plots.values()),
+             "skipped_lines": data["skipped_lines"], "problems": data["problems"]}
+    write_bytes_atomic(paths["html"], "\n".join(h).encode())
+    write_bytes_atomic(paths["md"], "\n".join(md).encode())
+    write_json_atomic(d / "report.json", {"plots": paths["plots"], "sections": [s[0] for s in sections],
+                                          "skipped_lines": data["skipped_lines"], "problems": data["problems"]})
     return paths

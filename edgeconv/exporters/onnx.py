@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..artifact import IOSpec
 from . import register
 
 COMPUTE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
@@ -23,10 +24,9 @@ QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 LAYOUT_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Constant"}
 
 
-def _io(tensor) -> dict:
+def _io(tensor, shape_nchw=None) -> IOSpec:
     shape = [d.dim_value for d in tensor.type.tensor_type.shape.dim]
-    return {"name": tensor.name, "shape": shape, "layout": "NCHW" if len(shape) == 4 else None,
-            "dtype": "float32", "quant": None}
+    return IOSpec(tensor.name, shape, "NCHW" if len(shape) == 4 else None, "float32", None, shape_nchw)
 
 
 RUNTIME_FLOAT_COMPUTE = {"Conv", "FusedConv", "NchwcConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
@@ -181,7 +181,7 @@ class OnnxExporter:
         if _global_pool(m):
             onnx.save(m, str(path))
 
-    def export(self, model, example, precision, calib, quant, path: Path) -> dict:
+    def export(self, model, example, precision, calib, recipe, io_options, path: Path) -> dict:
         import onnx
         if precision == "fp32":
             self._export_fp32(model, example, path)
@@ -193,7 +193,7 @@ class OnnxExporter:
 
             class Reader(CalibrationDataReader):
                 def __init__(self, name):
-                    self.items = iter([{name: t.numpy()} for t in calib[:quant.calib_count]])
+                    self.items = iter([{name: t.numpy()} for t in calib[:recipe.calib_count]])
 
                 def get_next(self):
                     return next(self.items, None)
@@ -208,16 +208,16 @@ class OnnxExporter:
                         str(pre), str(path), calibration_data_reader=Reader(input_name),
                         quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method=methods[quant.method],
-                        nodes_to_exclude=self._excluded(pre, quant.keep_fp32),
+                        calibrate_method=methods[recipe.method],
+                        nodes_to_exclude=self._excluded(pre, recipe.keep_fp32),
                         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
-                                       **quant.extra.get("onnx", {})})
-                if quant.bias_correction:
-                    bias_correct(pre, path, [{input_name: t.numpy()} for t in calib[:quant.calib_count]])
+                                       **recipe.extra.get("onnx", {})})
+                if recipe.bias_correction:
+                    bias_correct(pre, path, [{input_name: t.numpy()} for t in calib[:recipe.calib_count]])
         m = onnx.load(str(path))
         onnx.checker.check_model(m)
-        return {"input": _io(m.graph.input[0]) | {"shape_nchw": list(example.shape)},
-                "output": _io(m.graph.output[0])}
+        return {"input": _io(m.graph.input[0], list(example.shape)), "output": _io(m.graph.output[0]),
+                "int8_report": self.inspect(path) if precision == "int8" else None}
 
     @staticmethod
     def _excluded(path: Path, keep_fp32) -> list[str]:

@@ -1,0 +1,129 @@
+"""``edgeconv profile`` and ``edgeconv predict``: per-block latency of a model and its twin on a
+device, and latency predicted from such profiles."""
+from __future__ import annotations
+
+import json
+
+import click
+from rich.table import Table
+
+from ..artifact import PRECISIONS, RUNTIMES
+from ..cost import human
+from .common import MODEL_HELP, Progress, console, err_console, fmt, inventory_option, positive, timing_options
+
+
+def print_profile(t: dict) -> None:
+    table = Table(title=f"{t['model']} vs its standard-conv twin, block by block: {t['device']}, {t['runtime']} "
+                        f"{t['precision']}")
+    cols = ("block", "kind", "MACs", "weights", "activations", "model ms", "twin ms", "latency ratio",
+            "MAC ratio", "model GMAC/s", "twin GMAC/s")
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("block", "kind") else "right", no_wrap=True)
+    for r in t["rows"]:
+        table.add_row(r["block"], r["kind"], human(r["macs"]), human(r["weight_bytes"], "B"), human(r["act_bytes"], "B"),
+                      fmt(r["model_ms"]), fmt(r["twin_ms"]), fmt(r["latency_ratio"], ".2f"), fmt(r["mac_ratio"], ".2f"),
+                      fmt(r["model_gmacs"], ".2f"), fmt(r["twin_gmacs"], ".2f"))
+    console.print(table)
+    w, s = t["whole_ms"], t["sum_of_blocks_ms"]
+    console.print(f"whole model {fmt(w['model'])} ms (sum of blocks {fmt(s['model'])} ms); twin {fmt(w['twin'])} ms "
+                  f"(sum {fmt(s['twin'])} ms); MACs {human(t['model_macs'])} vs {human(t['twin_macs'])}; device peak "
+                  f"(dense 3x3 conv) {fmt(t['peak_gmacs'], '.2f')} GMAC/s", highlight=False)
+    if t["note"]:
+        err_console.print(f"note: {t['note']}")
+
+
+@click.command()
+@click.argument("model")
+@click.option("--device", default="local", show_default=True, help="Device name (see `edgeconv device check`).")
+@inventory_option
+@click.option("--runtime", default="onnxruntime", show_default=True, type=click.Choice(RUNTIMES))
+@click.option("--precision", default="int8", show_default=True, type=click.Choice(PRECISIONS))
+@click.option("--results", type=click.Path(dir_okay=False),
+              help="JSON Lines file the records go to (resumes like bench; `predict --profile` reads it) "
+                   "[default: OUT/results.jsonl, with OUT/report.html beside it].")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Where the micro-models go, fp32 and int8 side by side [default: profiles/MODEL_RUNTIME].")
+@click.option("--calib", default="digits", show_default=True, help="Calibration data (as for export).")
+@click.option("--class-index", type=click.Path(dir_okay=False), help="For ImageNet-style calibration folders.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint for the model (not the twin).")
+@click.option("--input-size", type=int, callback=positive("input-size", 1), help="Input resolution.")
+@click.option("--depth", default=1, show_default=True, callback=positive("depth", 1),
+              help="Your own models: profile the modules this many levels down.")
+@click.option("--threads", default=1, show_default=True, callback=positive("threads", 1))
+@click.option("--force", is_flag=True, help="Export and time again.")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@timing_options
+def profile(model, device, inventory, runtime, precision, results, out, calib, class_index, weights, input_size,
+            depth, threads, force, as_json, warmup, min_runs, min_seconds, max_seconds, affinity):
+    """Per-block latency of MODEL and its standard-conv twin on a device: each block exported as a
+    micro-model at its real input shape (int8 calibrated on its real inputs), timed beside the
+    whole model and a dense conv (the device's peak).
+
+    \b
+    The table: block, kind, MACs, weight and activation bytes, model ms, twin ms, latency ratio
+    beside MAC ratio, achieved GMAC/s. Records go to --results with a `block` field.
+
+    \b
+    Examples:
+      edgeconv profile mobilenet_v2 --runtime onnxruntime --precision int8 --input-size 160
+      edgeconv profile tiny --device qemu-arm64 --runtime litert --min-runs 5 --min-seconds 0
+    """
+    from ..benchmark import TimingConfig
+    from ..profiling import profile as do_profile
+    with Progress() as bar:
+        t = do_profile(model, device, runtime=runtime, precision=precision, results=results, out=out,
+                       inventory=inventory, calib=calib, class_index=class_index, weights=weights,
+                       input_size=input_size, depth=depth, threads=threads,
+                       cfg=TimingConfig(warmup, min_runs, min_seconds, max_seconds, affinity), force=force,
+                       progress=bar, log=lambda m: err_console.print(m, highlight=False))
+    if as_json:
+        click.echo(json.dumps(t, indent=2))
+    else:
+        print_profile(t)
+        console.print(f"records: {t['results']}" + (f"; report: {t['report']}" if t.get("report") else ""),
+                      highlight=False)
+
+
+profile.help += "\n\n" + MODEL_HELP
+
+
+@click.command()
+@click.argument("model")
+@click.option("--device", default="local", show_default=True, help="The profiled device.")
+@click.option("--runtime", default="onnxruntime", show_default=True, type=click.Choice(RUNTIMES))
+@click.option("--precision", default="int8", show_default=True, type=click.Choice(PRECISIONS))
+@click.option("--profile", "profile_file", default="profile.jsonl", show_default=True, type=click.Path(dir_okay=False),
+              help="Results of `edgeconv profile` runs on that device.")
+@click.option("--twin", is_flag=True, help="Predict the standard-conv twin instead.")
+@click.option("--width", type=float, callback=positive("width", 1e-9), help="Width multiplier (zoo models).")
+@click.option("--input-size", type=int, callback=positive("input-size", 1), help="Input resolution.")
+@click.option("--depth", default=1, show_default=True, callback=positive("depth", 1))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (predicted_ms, per block).")
+def predict(model, device, runtime, precision, profile_file, twin, width, input_size, depth, as_json):
+    """Predict MODEL's latency on a profiled device without running it: per block and in total.
+
+    \b
+    Example:
+      edgeconv profile mobilenet_v2 --input-size 128 --results prof.jsonl
+      edgeconv predict mobilenet_v1 --width 0.75 --input-size 160 --profile prof.jsonl
+    """
+    from ..prediction import predict as do_predict
+    res = do_predict(model, device, runtime=runtime, precision=precision, profile=profile_file, twin=twin,
+                     width=width, input_size=input_size, depth=depth)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    table = Table(title=f"{res['model']}{' twin' if twin else ''} on {device}, {runtime} {precision}: predicted")
+    for c in ("block", "MACs", "predicted ms"):
+        table.add_column(c, justify="left" if c == "block" else "right")
+    for b in res["blocks"]:
+        table.add_row(b["block"], human(b["macs"]), fmt(b["predicted_ms"]))
+    console.print(table)
+    f = res["fit"]
+    console.print(f"predicted latency: {res['predicted_ms']:.3f} ms (sum of blocks {res['sum_of_blocks_ms']:.3f} ms; "
+                  f"fitted on {f['block_records']} block records and {f['models']} whole models)", highlight=False)
+    if f["emulated"]:
+        err_console.print("note: the profile is of an emulated device: functional timings, not latency")
+
+
+COMMANDS = [profile, predict]

@@ -1,0 +1,336 @@
+"""Export to ONNX, TFLite and ExecuTorch: one artifact folder per model (``edgeconv.artifact``).
+
+Exporters register themselves by name (``EXPORTERS``); each has ``name`` and
+``export(model, example, precision, calib, recipe, io_options, path) -> {"input": IOSpec, "output":
+IOSpec, "int8_report": dict | None}``; the int8 report says which ops of the file run in int8.
+One backend failing (an op it cannot export) is recorded in the manifest's ``errors`` and the
+others go on.
+
+An export is resumable: the manifest lists what was asked for and is marked ``complete`` only
+at the end; running the same export again (same model, weights, recipe and calibration
+samples: the manifest's ``fingerprint``; fp32 files may be added to int8 ones and back) keeps
+the files that are there and intact and writes
+only the missing ones. ``force`` replaces an earlier export of another model, deleting only
+the files edgeconv wrote there.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from ..artifact import (FORMATS, MANIFEST, PRECISIONS, Artifact, ArtifactError, FileEntry, FolderLock, Manifest,
+                        cached_sha256, file_name)
+from ..quiet import native_output
+
+EXPORTERS: dict[str, object] = {}
+OWN_FILES = (MANIFEST, "labels.txt", "reference.pt", "reference.pt2", "verify.json", "accuracy.json",
+             FolderLock.NAME)
+
+
+@dataclass(frozen=True)
+class ExportIO:
+    """How the files take and give tensors (not part of the int8 recipe): ``channels_last``
+    makes TFLite take NHWC input (camera frames); ``int8_io`` keeps a TFLite int8 file's int8
+    input/output tensors (their scale and zero point in the manifest)."""
+    channels_last: bool = False
+    int8_io: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def register(cls):
+    EXPORTERS[cls.name] = cls()
+    return cls
+
+
+def _load_backends() -> None:
+    from . import executorch, onnx, tflite  # noqa: F401  (each registers itself)
+
+
+def get_exporter(name: str):
+    _load_backends()
+    if name not in EXPORTERS:
+        raise ValueError(f"unknown format {name!r}; known: {', '.join(FORMATS)}")
+    return EXPORTERS[name]
+
+
+class ExportError(RuntimeError):
+    """A backend could not export the model; names the backend and, where known, the op."""
+
+    def __init__(self, backend: str, message: str, op: str | None = None):
+        self.backend, self.op = backend, op
+        where = f"op {op!r}" if op else "the model"
+        super().__init__(f"{backend} cannot export {where}: {message}")
+
+
+_OP_PATTERNS = (
+    r"No ONNX function found for <OpOverload\(op='([^']+)'",
+    r"[Oo]perator '([\w:.]+)'",
+    r"target=torch\.ops\.([\w.]+)",
+    r"(aten\.\w+)(?:\.\w+)?",
+    r"(aten::\w+)",
+    r"torch\.ops\.([\w.]+)",
+)
+
+
+def failing_op(exc: BaseException) -> str | None:
+    """The op named anywhere in an exporter's exception chain, if any."""
+    seen, e = set(), exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        for pat in _OP_PATTERNS:
+            m = re.search(pat, str(e))
+            if m:
+                return m.group(1)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def versions() -> dict:
+    out = {}
+    for dist in ("edgeconv", "torch", "onnx", "onnxruntime", "onnxscript", "litert-torch",
+                 "ai-edge-litert", "executorch", "torchao"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def exportable(model, example) -> None:
+    """Refuse, before anything is written, a model ``torch.export`` cannot capture, saying why and
+    where in the model's code."""
+    import torch
+    try:
+        torch.export.export(model, (example,))
+    except Exception as e:  # torch.export raises many types; one named error
+        text = str(e)
+        where = re.findall(r'File "([^"]+)", line (\d+), in (\w+)', text)
+        user = [w for w in where if "site-packages/torch" not in w[0]]
+        at = f" at {Path(user[-1][0]).name}:{user[-1][1]} (in {user[-1][2]})" if user else ""
+        kind = ("data-dependent control flow (a Python branch on a tensor's value)"
+                if re.search(r"[Dd]ata.dependent|control flow|GuardOnDataDependent", text) else
+                f"{type(e).__name__}: {' '.join(text.split())[:200]}")
+        raise ValueError(f"torch.export cannot capture {model.card.name}{at}: {kind}; every format exports "
+                         "through torch.export, so make that code path static (or use torch.cond)") from None
+
+
+def _fingerprint(model, example, calib, recipe, io) -> str:
+    """What an artifact's files depend on, apart from which files were asked for:
+    ``"<model>:<int8>"``, the model's weights, source, input shape and I/O options, then (for int8
+    files only) the calibration samples and the recipe."""
+    import json
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps([model.card.source, list(example.shape), io.to_dict()], sort_keys=True, default=str).encode())
+    if calib is None:
+        return h.hexdigest()[:32] + ":"
+    q = hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode())
+    q.update(np.ascontiguousarray(calib).tobytes())
+    return h.hexdigest()[:32] + ":" + q.hexdigest()[:32]
+
+
+def _same_export(old: str, new: str) -> str | None:
+    """The fingerprint of the two exports together, or None if they cannot share a folder (another
+    model, or int8 files from other calibration samples or recipe)."""
+    om, _, oq = old.partition(":")
+    nm, _, nq = new.partition(":")
+    if om != nm or (oq and nq and oq != nq):
+        return None
+    return f"{nm}:{nq or oq}"
+
+
+def _prepare_folder(out: Path, fingerprint: str, force: bool) -> Artifact | None:
+    """The earlier export in ``out`` to resume or extend, or None to start afresh (after removing,
+    with ``force``, only what edgeconv wrote there). Refuses a folder that is not an artifact."""
+    if not out.exists() or not any(p.name != FolderLock.NAME for p in out.iterdir()):
+        return None
+    if not (out / MANIFEST).exists():
+        raise FileExistsError(f"{out} is not empty and is not an artifact folder (no {MANIFEST}); edgeconv "
+                              "will not write into it or delete anything there: choose another --out")
+    try:
+        old = Artifact.load(out)
+    except ArtifactError as e:
+        if not force:
+            raise FileExistsError(f"{out} holds an unreadable manifest ({e}); pass --force to replace "
+                                  "the export") from None
+        old = None
+    joint = _same_export(old.manifest.fingerprint, fingerprint) if old is not None else None
+    if joint and not force:
+        old.manifest.fingerprint = joint
+        return old
+    if not force:
+        raise FileExistsError(f"{out} already holds an export of {old.manifest.model} made from other weights, "
+                              "recipe or calibration data; pass --force to replace it or choose another --out")
+    ours = set(OWN_FILES) | set(old.files if old else ()) | {file_name(f, p) for f in FORMATS for p in PRECISIONS}
+    for name in ours:
+        path = out / name
+        if path.is_file() and name != FolderLock.NAME:
+            path.unlink()
+    return None
+
+
+def save_reference(model, example, out: Path) -> None:
+    """The eager model for ``verify`` and ``check --localize``: its weights (``reference.pt``, a
+    state dict) beside the manifest's ``source`` record, or a ``torch.export`` program
+    (``reference.pt2``) when the model has no source to import again."""
+    import io
+
+    import torch
+
+    from ..artifact import write_bytes_atomic
+    if model.card.source.get("kind") == "pt2":
+        buf = io.BytesIO()
+        torch.export.save(torch.export.export(model, (example,)), buf)
+        write_bytes_atomic(out / "reference.pt2", buf.getvalue())
+    else:
+        buf = io.BytesIO()
+        torch.save({"state_dict": model.state_dict()}, buf)
+        write_bytes_atomic(out / "reference.pt", buf.getvalue())
+
+
+def export(model, example=None, *, formats=tuple(FORMATS), precisions=PRECISIONS, calib: np.ndarray | None = None,
+           recipe=None, io: ExportIO | None = None, out: str | Path = "artifacts", force: bool = False,
+           calib_info: dict | None = None, progress=None, log=None) -> Artifact:
+    """Export ``model`` to every format x precision into the folder ``out``.
+
+    ``model`` is any single-input ``nn.Module``: a zoo or card model (``create_model``), or your
+    own module with ``example`` (one input tensor). ``calib`` (N x C x H x W float32,
+    preprocessed real samples) is required for int8; ``calib_info`` says where it came from
+    (recorded in the manifest). Returns the Artifact; failures are listed in
+    ``artifact.errors`` and did not stop other formats.
+    """
+    import torch
+
+    from ..card import adopt, check_module_paths, model_cost
+    from ..quantize import QuantRecipe, fold_batchnorm
+    _load_backends()
+    model = adopt(model.eval(), example)
+    recipe = recipe or QuantRecipe()
+    io = io or ExportIO()
+    for f in formats:
+        get_exporter(f)
+    if not formats:
+        raise ValueError("no format to export: pass at least one of " + ", ".join(FORMATS))
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad or not precisions:
+        raise ValueError(f"unknown precision(s) {bad}; known: {', '.join(PRECISIONS)}")
+    if example is None:
+        example = torch.zeros(1, *model.input_shape)
+    if "int8" in precisions:
+        if calib is None or len(calib) == 0:
+            raise ValueError("int8 needs calibration samples: pass --calib digits, an image folder or a .npy")
+        if tuple(calib.shape[1:]) != tuple(example.shape[1:]):
+            raise ValueError(f"calibration samples have shape {tuple(calib.shape[1:])}; the model takes "
+                             f"{tuple(example.shape[1:])}")
+        calib = calib[:recipe.calib_count]
+    check_module_paths(model, recipe.keep_fp32)
+    exportable(model, example)
+    out = Path(out)
+    fingerprint = _fingerprint(model, example, calib if "int8" in precisions else None, recipe, io)
+    with FolderLock(out, "--out folder"):
+        art = _prepare_folder(out, fingerprint, force)
+        requested = [[f, p] for f in formats for p in precisions]
+        if art is None:
+            card = model.card
+            art = Artifact(out, Manifest(
+                model=card.name, twin=card.twin, source=card.source, arch=_arch(model),
+                input_shape_nchw=list(example.shape), output_shape=_output_shape(model, example),
+                labels=list(card.labels) if card.labels else None, preprocess=card.preprocess,
+                params=sum(p.numel() for p in model.parameters()), macs=model_cost(model)["macs"],
+                calibration=calib_info or ({"source": "given", "count": len(calib)} if calib is not None else None),
+                quant=recipe.to_dict(), io=io.to_dict(), versions=versions(),
+                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), fingerprint=fingerprint, requested=requested))
+            if card.labels:
+                (out / "labels.txt").write_text("\n".join(card.labels) + "\n")
+            save_reference(model, example, out)
+        else:
+            art.manifest.requested = [list(r) for r in dict.fromkeys(
+                map(tuple, art.manifest.requested + requested))]
+            art.manifest.errors = []
+            for name in [n for n in art.files if not _intact(art, n)]:
+                del art.files[name]
+        art.manifest.complete = False
+        art.save()
+        todo = art.missing()
+        done = len(art.manifest.requested) - len(todo)
+        if log and done:
+            log(f"reusing {out}: all {done} file(s) already exported" if not todo else
+                f"resuming the export in {out}: {done} file(s) already there, {len(todo)} to go")
+        folded = fold_batchnorm(model, example)
+        calib_tensors = [torch.from_numpy(np.ascontiguousarray(calib[i:i + 1])) for i in range(len(calib))] \
+            if calib is not None else []
+        for i, (fmt, precision) in enumerate(todo):
+            if progress:
+                progress(i, len(todo), f"{fmt} {precision}")
+            _export_one(art, folded, example, fmt, precision, calib_tensors, recipe, io)
+        art.manifest.complete = True
+        art.save()
+    if progress:
+        progress(len(todo), len(todo), "done")
+    return art
+
+
+def _intact(art: Artifact, name: str) -> bool:
+    try:
+        art.checked(name)
+        return True
+    except ArtifactError:
+        return False
+
+
+def _export_one(art: Artifact, folded, example, fmt, precision, calib, recipe, io) -> None:
+    exporter = EXPORTERS[fmt]
+    name = file_name(fmt, precision)
+    path = art.path / name
+    tmp = art.path / f".{name}.partial{path.suffix}"
+    t0 = time.perf_counter()
+    try:
+        with native_output(f"{fmt} {precision} export"):
+            result = exporter.export(folded, example, precision, calib, recipe, io, tmp)
+        tmp.replace(path)
+    except Exception as e:  # any backend failure is recorded; the other formats go on
+        err = e if isinstance(e, ExportError) else ExportError(fmt, _first_line(e), failing_op(e))
+        for note in getattr(e, "__notes__", ()):
+            err.add_note(note)
+        art.errors.append({"format": fmt, "precision": precision, "op": err.op, "message": str(err),
+                           "traceback": traceback.format_exc(limit=8)})
+        for leftover in art.path.glob(f".{name}.partial*"):
+            leftover.unlink()
+        art.save()
+        return
+    art.files[name] = FileEntry(fmt, precision, result["input"], result["output"], cached_sha256(path),
+                                path.stat().st_size, round(time.perf_counter() - t0, 2), result.get("int8_report"))
+    art.save()
+
+
+def _arch(model) -> dict:
+    from ..card import blocks
+    if hasattr(model, "arch"):
+        return dict(model.arch)
+    mods = dict(model.named_modules())
+    try:
+        return {b: type(mods[b]).__name__ for b in blocks(model)}
+    except Exception:  # a graph module may not run hooks; blocks are optional metadata
+        return {}
+
+
+def _output_shape(model, example) -> list:
+    import torch
+    with torch.no_grad():
+        return list(model(example).shape)
+
+
+def _first_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:600]}"

@@ -1,0 +1,374 @@
+"""``edgeconv run``: model -> twin -> train -> export -> verify -> check -> bench -> report.
+
+Each stage reads what the previous ones wrote into the run folder and records itself as done
+in ``run.json``; running the same command again skips the finished stages, so an
+interrupted run resumes where it stopped (the bench stage also resumes record by record).
+The run folder is locked while a run writes to it; ``force`` starts over by deleting only what
+a run writes there.
+
+Run folder::
+
+    run.json                  config, stage status and timings
+    models.json               per-block costs of the model and its twin
+    checkpoints/{model,twin}.pt + .json   trained weights and held-out accuracy (digits)
+    artifacts/{model,twin}/   exported files, manifest.json, verify.json, accuracy.json
+    results.jsonl             one benchmark record per (file, runtime, device, threads)
+    report.html, report.md, report.json, plots/*.png
+
+The config (TOML) has one table per stage; every key is checked, with the table it belongs
+to, before any stage runs, as are the model, the data, the weights and the devices.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .artifact import FORMATS, PRECISIONS, RUNTIMES, FolderLock, write_json_atomic
+
+STAGES = ("build", "train", "export", "verify", "check", "bench", "report")
+RUN_FILES = ("run.json", "models.json", "results.jsonl", "report.html", "report.md", "report.json")
+RUN_FOLDERS = ("checkpoints", "artifacts", "plots")
+ALLOWED = {"formats": tuple(FORMATS), "precisions": PRECISIONS, "runtimes": RUNTIMES}
+SECTIONS = {
+    "model": ("model", "pretrained", "weights", "twin_weights", "input_size"),
+    "data": ("data", "class_index", "eval_limit"),
+    "train": ("train_epochs",),
+    "export": ("formats", "precisions", "max_drop"),
+    "quant": ("quant",),
+    "bench": ("devices", "inventory", "runtimes", "threads", "warmup", "min_runs", "min_seconds"),
+}
+
+
+@dataclass
+class RunConfig:
+    """The TOML config of ``edgeconv run``; every key optional (the embedded default). The
+    ``[quant]`` table is the int8 recipe (``edgeconv.quantize.QuantRecipe``)."""
+    model: str = "tiny"
+    pretrained: bool = False
+    weights: str = ""
+    twin_weights: str = ""
+    input_size: int = 0
+    data: str = "digits"
+    class_index: str = ""
+    eval_limit: int = 0
+    train_epochs: int = 0
+    formats: list = field(default_factory=lambda: list(ALLOWED["formats"]))
+    precisions: list = field(default_factory=lambda: list(ALLOWED["precisions"]))
+    max_drop: float = 1.0
+    quant: dict = field(default_factory=dict)
+    devices: list = field(default_factory=lambda: ["local"])
+    inventory: str = ""
+    runtimes: list = field(default_factory=list)
+    threads: list = field(default_factory=lambda: [1])
+    warmup: int = 10
+    min_runs: int = 50
+    min_seconds: float = 3.0
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        from .spec import read_toml
+        path = Path(path)
+        raw = read_toml(path, "config file")
+        try:
+            cfg = cls.from_sections(raw)
+            cfg.resolve_paths(path.resolve().parent)
+            cfg.validate()
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        return cfg
+
+    @classmethod
+    def from_sections(cls, raw: dict) -> RunConfig:
+        """One table per stage; a key outside its table, or in another one, is an error naming
+        where it belongs."""
+        home = {k: s for s, keys in SECTIONS.items() for k in keys}
+        flat: dict = {}
+        for section, value in raw.items():
+            if not isinstance(value, dict):
+                where = f"; it belongs in [{home[section]}]" if section in home else ""
+                raise ValueError(f"key {section!r} is outside any table{where}; tables: "
+                                 f"{', '.join(f'[{s}]' for s in SECTIONS)}")
+            if section not in SECTIONS:
+                raise ValueError(f"unknown table [{section}]; tables: {', '.join(f'[{s}]' for s in SECTIONS)}")
+            if section == "quant":
+                flat["quant"] = dict(value)
+                continue
+            for key, v in value.items():
+                if key not in home:
+                    raise ValueError(f"unknown key {key!r}; allowed keys: {', '.join(SECTIONS[section])} (in [{section}])")
+                if home[key] != section:
+                    raise ValueError(f"key {key!r} is in [{section}] but belongs in [{home[key]}]")
+                flat[key] = v
+        return cls(**flat)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}; allowed keys: {', '.join(known)}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def resolve_paths(self, base: Path) -> None:
+        """File names in a config are relative to the config file."""
+        for key in ("weights", "twin_weights", "class_index", "inventory"):
+            v = getattr(self, key)
+            if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
+                setattr(self, key, str(base / v))
+        if isinstance(self.data, str) and self.data not in ("digits", "random") and \
+                not Path(self.data).expanduser().is_absolute():
+            self.data = str(base / self.data)
+        if isinstance(self.model, str) and self.model.endswith(".toml") and not Path(self.model).is_absolute():
+            self.model = str(base / self.model)
+
+    def recipe(self):
+        from .quantize import QuantRecipe
+        return QuantRecipe.from_dict(self.quant)
+
+    def validate(self) -> None:
+        """Every value, and what it names (model, data, files, devices), before any stage runs."""
+        defaults = RunConfig()
+        for f in fields(self):
+            value, expected = getattr(self, f.name), type(getattr(defaults, f.name))
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, f.name, float(value))
+            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ValueError(f"key {f.name!r} = {value!r}: expected {expected.__name__}")
+        for key, allowed in ALLOWED.items():
+            bad = [v for v in getattr(self, key) if v not in allowed]
+            if bad:
+                raise ValueError(f"key {key!r}: {bad[0]!r} is not allowed; allowed values: {', '.join(allowed)}")
+        if not self.formats or not self.precisions:
+            raise ValueError("keys 'formats' and 'precisions' need at least one value each")
+        if not self.devices:
+            raise ValueError("key 'devices' is empty: name at least one device (local, qemu-arm64 or one of the "
+                             "inventory)")
+        for key in ("warmup", "eval_limit", "train_epochs", "input_size"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"key {key!r} = {getattr(self, key)}: must be >= 0")
+        if self.min_runs < 1:
+            raise ValueError(f"key 'min_runs' = {self.min_runs}: must be >= 1")
+        for key in ("min_seconds", "max_drop"):
+            v = getattr(self, key)
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"key {key!r} = {v}: must be a finite number >= 0")
+        if any(not isinstance(t, int) or isinstance(t, bool) or t < 1 for t in self.threads) or not self.threads:
+            raise ValueError(f"key 'threads' = {self.threads}: thread counts are whole numbers >= 1")
+        try:
+            self.recipe()
+        except ValueError as e:
+            raise ValueError(f"[quant]: {e}") from None
+        self._validate_names()
+
+    def _validate_names(self) -> None:
+        from .zoo import list_models
+        if self.model not in list_models() and not (self.model.endswith(".toml") and Path(self.model).exists()):
+            raise ValueError(f"key 'model' = {self.model!r}: allowed values: {', '.join(list_models())} "
+                             "or the path of a model card .toml")
+        for key in ("weights", "twin_weights", "class_index"):
+            v = getattr(self, key)
+            if v and not Path(v).expanduser().is_file():
+                raise ValueError(f"key {key!r} = {v!r}: no such file")
+        if self.data not in ("digits",) and not Path(self.data).expanduser().is_dir():
+            raise ValueError(f"key 'data' = {self.data!r}: not 'digits' or an existing image folder")
+        from .device.inventory import get_device
+        for name in self.devices:
+            try:
+                get_device(name, self.inventory or None)
+            except (ValueError, FileNotFoundError) as e:
+                raise ValueError(f"key 'devices': {e}") from None
+
+
+class Run:
+    def __init__(self, folder: str | Path, config: RunConfig, log=print, progress=None):
+        self.dir = Path(folder)
+        self.cfg = config
+        self.log = log
+        self.progress = progress
+        self.state_path = self.dir / "run.json"
+        if self.state_path.exists():
+            try:
+                state = json.loads(self.state_path.read_text())
+            except json.JSONDecodeError:
+                raise ValueError(f"{self.state_path} is not valid JSON; start over with --force") from None
+            if state.get("config") != asdict(config):
+                raise ValueError(f"{self.dir} holds a run with another config; use a new folder or "
+                                 "--force to start over")
+            self.state = state
+        else:
+            self.state = {"schema_version": 1, "config": asdict(config), "stages": {}}
+            self._save()
+
+    def _save(self):
+        write_json_atomic(self.state_path, self.state)
+
+    def done(self, stage: str) -> bool:
+        return self.state["stages"].get(stage, {}).get("status") == "done"
+
+    def stage(self, name: str, fn) -> None:
+        if self.done(name):
+            self.log(f"[{name}] done before, skipped")
+            return
+        self.log(f"[{name}] ...")
+        t0 = time.perf_counter()
+        self.state["stages"][name] = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self._save()
+        info = fn() or {}
+        self.state["stages"][name] = {"status": "done", "seconds": round(time.perf_counter() - t0, 1), **info}
+        self._save()
+        self.log(f"[{name}] done in {time.perf_counter() - t0:.0f} s")
+
+    # -- the stages -------------------------------------------------------------------------
+    def _model(self, twin: bool):
+        from .zoo import create_model
+        return create_model(self.cfg.model, twin=twin, pretrained=self.cfg.pretrained and not twin,
+                            input_size=self.cfg.input_size or None)
+
+    def build(self):
+        from .card import model_cost
+        out = {}
+        for side, twin in (("model", False), ("twin", True)):
+            m = self._model(twin)
+            out[side] = {"name": m.card.name, "source": m.card.source, "cost": model_cost(m)}
+        write_json_atomic(self.dir / "models.json", out)
+        return {"mac_ratio": out["twin"]["cost"]["macs"] / out["model"]["cost"]["macs"]}
+
+    def _weights(self, side: str) -> Path | None:
+        given = self.cfg.weights if side == "model" else self.cfg.twin_weights
+        if given:
+            return Path(given)
+        ckpt = self.dir / "checkpoints" / f"{side}.pt"
+        return ckpt if ckpt.exists() else None
+
+    def _has_weights(self, side: str) -> bool:
+        if side == "model" and self._is_card():
+            return True  # a card's source (or its weights file) gives the weights
+        return bool(self.cfg.weights if side == "model" else self.cfg.twin_weights) or \
+            (side == "model" and self.cfg.pretrained)
+
+    def _is_card(self) -> bool:
+        from .spec import read_toml
+        return self.cfg.model.endswith(".toml") and "source" in read_toml(self.cfg.model, "model card")
+
+    def train(self):
+        needs = [s for s in ("model", "twin") if not self._has_weights(s)]
+        if not needs:
+            return {"skipped": "weights given"}
+        if self.cfg.data != "digits" or self._is_card():
+            if "model" in needs:
+                raise ValueError("no weights for the model and the data is not the bundled digits: set "
+                                 "'weights' or 'pretrained = true' in the config")
+            self.log("  twin: no twin_weights; it keeps random weights (a latency baseline, not checked "
+                     "for accuracy)")
+            return {"twin": "random weights (latency baseline)"}
+        from .train import TrainConfig, save_checkpoint, train
+        info = {}
+        for side in needs:
+            model = self._model(side == "twin")
+            cfg = TrainConfig(epochs=self.cfg.train_epochs) if self.cfg.train_epochs else TrainConfig()
+            metrics = train(model, "digits", cfg)
+            save_checkpoint(model, metrics, self.dir / "checkpoints" / f"{side}.pt")
+            info[side] = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+            self.log(f"  {side}: {100 * metrics['fp32_top1']:.1f}% top-1 on the {metrics['eval_count']} held-out digits")
+        return info
+
+    def export(self):
+        from .data import calibration
+        from .exporters import export
+        from .zoo import load_weights
+        recipe = self.cfg.recipe()
+        info = {}
+        for side in ("model", "twin"):
+            model = self._model(side == "twin")
+            w = self._weights(side)
+            if w is not None:
+                load_weights(model, w)
+            calib_x, calib_info = None, None
+            if "int8" in self.cfg.precisions:
+                calib = calibration(self.cfg.data, model, recipe.calib_count, self.cfg.class_index or None)
+                calib_x, calib_info = calib.x, calib.describe()
+            art = export(model, calib=calib_x, out=self.dir / "artifacts" / side, force=True,
+                         formats=self.cfg.formats, precisions=self.cfg.precisions, recipe=recipe,
+                         calib_info=calib_info)
+            info[side] = {"files": len(art.files), "errors": [e["message"] for e in art.errors]}
+            for e in art.errors:
+                self.log(f"  export error: {e['message']}")
+        return info
+
+    def verify(self):
+        from .parity import verify
+        return {side: verify(self.dir / "artifacts" / side)["ok"] for side in ("model", "twin")}
+
+    def check(self):
+        from .accuracy import check
+        info = {}
+        for side in ("model", "twin"):
+            if self._weights(side) is None and not self._has_weights(side):
+                info[side] = "skipped: random weights"
+                continue
+            res = check(self.dir / "artifacts" / side, self.cfg.data, class_index=self.cfg.class_index or None,
+                        max_drop=self.cfg.max_drop, limit=self.cfg.eval_limit or None)
+            info[side] = res["ok"]
+        return info
+
+    def bench(self):
+        from .benchmark import TimingConfig, bench
+        recs = bench([self.dir / "artifacts" / "model", self.dir / "artifacts" / "twin"], self.cfg.devices,
+                     self.dir / "results.jsonl", inventory=self.cfg.inventory or None,
+                     runtimes=self.cfg.runtimes or None, threads=tuple(self.cfg.threads),
+                     cfg=TimingConfig(warmup=self.cfg.warmup, min_runs=self.cfg.min_runs,
+                                      min_seconds=self.cfg.min_seconds),
+                     progress=self.progress)
+        return {"records": len(recs), "errors": sum(r.get("status") != "ok" for r in recs)}
+
+    def report(self):
+        from .reporting import report
+        paths = report(self.dir)
+        return {"report": str(paths["html"])}
+
+    def run(self) -> Path:
+        for name in STAGES:
+            self.stage(name, getattr(self, name))
+        return self.dir / "report.html"
+
+
+def _clear_run(out: Path, force: bool) -> None:
+    """Make ``out`` ready for a run: a new or empty folder, or a run folder (kept to resume, or
+    with ``force`` emptied of what a run writes). A folder holding anything else is refused."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"{out} is a file; --out names a run folder")
+    entries = [p for p in out.iterdir() if p.name != FolderLock.NAME]
+    if not entries:
+        return
+    if not (out / "run.json").exists():
+        raise FileExistsError(f"{out} is not empty and is not a run folder (no run.json); edgeconv will not "
+                              "write into it or delete anything there: choose another --out")
+    if force:
+        for name in RUN_FILES:
+            if (out / name).is_file():
+                (out / name).unlink()
+        for name in RUN_FOLDERS:
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+
+
+def run(config: RunConfig | str | Path | None = None, out: str | Path = "runs/default", force: bool = False,
+        log=print, progress=None) -> Path:
+    """``edgeconv run``: the whole pipeline into the run folder ``out``; returns the path of
+    report.html. Everything is validated before the first stage; the folder is locked while
+    the run writes to it."""
+    cfg = config if isinstance(config, RunConfig) else RunConfig.from_toml(config) if config else RunConfig()
+    cfg.validate()
+    out = Path(out)
+    _clear_run(out, force=False)
+    with FolderLock(out, "--out folder"):
+        _clear_run(out, force)
+        return Run(out, cfg, log=log, progress=progress).run()

@@ -1,0 +1,254 @@
+"""``profile``: where the depthwise saving goes, block by block, on a device.
+
+The model and its standard-conv twin are cut into blocks (zoo: the named blocks; your own model:
+the modules ``depth`` levels down, ``edgeconv.card.blocks``). Each block becomes a standalone
+micro-model at its real input shape, exported in the chosen format and precision; int8 is
+calibrated on the block's real inputs, captured by running the calibration data through the
+fp32 model. Every block, the whole model (to hold the sum of blocks against it: fusion and
+per-call overheads) and a dense 3x3 conv (the device's attainable peak) are timed on the device
+with the usual method; the records go to the results file with a ``block`` field
+(``model:blocks.3``, ``twin:blocks.3``, ``peak:_peak``; none for the whole models) and the
+block's features in ``arch`` (MACs, weight and activation bytes, conv kinds, kernel, stride), so
+a profile resumes like any bench run and ``edgeconv.predict`` can learn from it.
+
+Emulated devices (qemu) are profiled for function, not latency: their records say so.
+"""
+from __future__ import annotations
+
+from math import prod
+from pathlib import Path
+
+import numpy as np
+
+from .artifact import FORMATS, PRECISIONS
+
+PEAK = "_peak"            # the dense-conv micro-model: the device's attainable GMAC/s
+WHOLE = None               # the block field of a whole-model record
+KINDS = ("standard", "pointwise", "depthwise", "grouped", "linear")
+
+
+class _Micro:
+    """Factory for the micro-model of one block: takes the block's input as N x C x H x W (a
+    flat input as N x C x 1 x 1) and returns the block's output."""
+
+    @staticmethod
+    def build(block, in_shape: tuple):
+        import torch
+        from torch import nn
+
+        class Micro(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.block = block
+
+            def forward(self, x):
+                return self.block(x if len(in_shape) == 3 else x.reshape(x.shape[0], *in_shape))
+
+        return Micro().eval()
+
+
+def features(module, in_shape: tuple) -> dict:
+    """What the predictor learns latency from: MACs per conv kind, weight and activation bytes,
+    layer count, largest kernel, stride (input over output size), channels."""
+    from .card import layer_costs
+    rows = layer_costs(module, in_shape if len(in_shape) == 3 else (in_shape[0], 1, 1))
+    f = {f"macs_{k}": sum(r.macs for r in rows if r.kind == k) for k in KINDS}
+    out = rows[-1].out_shape if rows else in_shape
+    kernels = [m.kernel_size[0] for m in module.modules() if hasattr(m, "kernel_size") and
+               isinstance(m.kernel_size, tuple)]
+    in_hw = in_shape[1] if len(in_shape) == 3 else 1
+    out_hw = out[1] if len(out) == 3 else 1
+    f.update(macs=sum(r.macs for r in rows), params=sum(r.params for r in rows), layers=len(rows),
+             kernel=max(kernels, default=1), stride=max(1, round(in_hw / max(out_hw, 1))),
+             in_chs=in_shape[0], out_chs=out[0], in_hw=in_hw, out_hw=out_hw,
+             in_elems=prod(in_shape), out_elems=prod(out))
+    return f
+
+
+def block_bytes(f: dict, precision: str) -> dict:
+    """Weight and activation bytes a block moves at ``precision`` (1 byte an element in int8)."""
+    size = 1 if precision == "int8" else 4
+    return {"weight_bytes": f["params"] * size, "act_bytes": (f["in_elems"] + f["out_elems"]) * size}
+
+
+def capture_inputs(model, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+    """The input of every block in ``names`` on the samples ``x`` (one forward pass, batch by
+    batch), as N x C x H x W float32 (flat inputs as N x C x 1 x 1)."""
+    import torch
+    mods = dict(model.named_modules())
+    got: dict[str, list] = {n: [] for n in names}
+
+    def hook(name):
+        def pre(_m, args):
+            a = args[0].detach()
+            got[name].append((a if a.dim() == 4 else a.reshape(a.shape[0], -1, 1, 1)).numpy().copy())
+        return pre
+
+    handles = [mods[n].register_forward_pre_hook(hook(n)) for n in names]
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), 16):
+                model(torch.from_numpy(x[i:i + 16]))
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: np.concatenate(v) for n, v in got.items() if v}
+
+
+def peak_module(chs: int, hw: int):
+    """A dense 3x3 conv (+ReLU), compute-bound: its achieved GMAC/s is the device's roof."""
+    import torch
+    from torch import nn
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(chs, chs, 3, padding=1), nn.ReLU()).eval()
+
+
+def plan_profile(model: str, out: str | Path, *, fmt: str, precision: str, calib: str = "digits",
+                 class_index=None, weights=None, input_size=None, depth: int = 1, recipe=None, force=False,
+                 log=print) -> list:
+    """Export the micro-models of ``model`` and its twin (and the whole models and the peak conv)
+    into ``out`` and return the bench jobs that time them."""
+    import torch
+
+    from .benchmark import Job
+    from .card import ModelCard, blocks
+    from .data import calibration
+    from .exporters import export
+    from .quantize import QuantRecipe
+    from .zoo import model_pair
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is unknown; known: {', '.join(FORMATS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is unknown; known: {', '.join(PRECISIONS)}")
+    recipe = recipe or QuantRecipe()
+    out = Path(out)
+    jobs = []
+    for side, net in model_pair(model, weights, input_size):
+        twin = side == "twin"
+        ds = calibration(calib, net, recipe.calib_count, class_index)
+        names = blocks(net, depth)
+        inputs = capture_inputs(net, names, ds.x)
+        mods = dict(net.named_modules())
+        log(f"profile {net.card.name} {side}: {len(names)} blocks -> {out / side}")
+        arts = [(WHOLE, export(net, calib=ds.x, formats=[fmt], precisions=[precision], recipe=recipe,
+                               out=out / side / "_whole", force=force, calib_info=ds.describe()),
+                 {"macs": sum(r["macs"] for r in _cost_rows(net))})]
+        for name in names:
+            if name not in inputs:
+                continue  # a block the forward pass never calls
+            x = inputs[name]
+            micro = _Micro.build(mods[name], _block_in_shape(mods[name], x))
+            micro.card = ModelCard(net.card.name, tuple(x.shape[1:]), None, None, None, {"kind": "pt2"}, twin)
+            micro.input_shape = tuple(x.shape[1:])
+            f = features(micro, tuple(x.shape[1:]))
+            art = export(micro, torch.from_numpy(x[:1]), calib=x, formats=[fmt], precisions=[precision],
+                         recipe=_recipe_for(recipe, name), out=out / side / name.replace("/", "_"), force=force,
+                         calib_info={"source": f"inputs of {name} ({ds.source})", "count": len(x)})
+            arts.append((name, art, f))
+        for block, art, f in arts:
+            art.manifest.arch = {"block": block, "side": side, **f}
+            art.save()
+            # a block the twin shares with the model (stem, head) is the same file: timed once per side
+            jobs += [Job(art, n, e, 1, None if block is None else f"{side}:{block}") for n, e in art.files.items()]
+    peak = peak_module(64, 28)
+    peak.card = ModelCard("peak_conv3x3_64", (64, 28, 28), None, None, None, {"kind": "pt2"})
+    peak.input_shape = (64, 28, 28)
+    x = np.random.default_rng(0).standard_normal((16, 64, 28, 28)).astype(np.float32)
+    art = export(peak, calib=x, formats=[fmt], precisions=[precision], recipe=QuantRecipe(calib_count=16),
+                 out=out / PEAK, force=force, calib_info={"source": "noise", "count": 16})
+    art.manifest.arch = {"block": PEAK, "side": "peak", **features(peak, (64, 28, 28))}
+    art.save()
+    jobs += [Job(art, n, e, 1, f"peak:{PEAK}") for n, e in art.files.items()]
+    return jobs
+
+
+def _cost_rows(net) -> list[dict]:
+    from .card import model_cost
+    return model_cost(net)["blocks"]
+
+
+def _block_in_shape(module, x) -> tuple:
+    """The shape the block itself takes (the captured input is kept 4-D for export)."""
+    import torch
+    return (module.in_features,) if isinstance(module, torch.nn.Linear) else tuple(x.shape[1:])
+
+
+def _recipe_for(recipe, block: str):
+    """The model's recipe, with its fp32 modules mapped into the micro-model (``block.`` prefix)."""
+    from dataclasses import replace
+    keep = tuple("block" + k[len(block):] for k in recipe.keep_fp32 if k == block or k.startswith(block + "."))
+    return replace(recipe, keep_fp32=keep)
+
+
+def profile(model: str, device: str = "local", *, runtime: str = "onnxruntime", precision: str = "int8",
+            results: str | Path | None = None, out: str | Path | None = None, inventory=None,
+            calib: str = "digits", class_index=None, weights=None, input_size=None, depth: int = 1, recipe=None,
+            cfg=None, threads: int = 1, force=False, progress=None, log=print) -> dict:
+    """``edgeconv profile``: export ``model``'s and its twin's blocks as micro-models into ``out``,
+    time them with the whole models and a dense conv on ``device`` (records into ``results``,
+    default ``out/results.jsonl``), write ``out/report.html`` (the per-block table, the bars and
+    the roofline) and return ``table(...)`` of what was measured."""
+    from .artifact import RUNTIMES
+    from .benchmark import ResultsFile, TimingConfig, run_jobs
+    from .device.inventory import get_device
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime {runtime!r} is unknown; known: {', '.join(RUNTIMES)}")
+    fmt = next(f.name for f in FORMATS.values() if f.runtime == runtime)
+    dev = get_device(device, inventory)
+    if dev.runtimes and runtime not in dev.runtimes:
+        raise ValueError(f"device {device!r} runs {', '.join(dev.runtimes)}, not {runtime}")
+    out = Path(out or Path("profiles") / f"{Path(str(model)).stem}_{runtime}")
+    jobs = plan_profile(model, out, fmt=fmt, precision=precision, calib=calib, class_index=class_index,
+                        weights=weights, input_size=input_size, depth=depth, recipe=recipe, force=force, log=log)
+    for j in jobs:
+        j.threads = threads
+    rf = ResultsFile(results or out / "results.jsonl")
+    run_jobs(jobs, [dev], rf, cfg or TimingConfig(), force=force, progress=progress)
+    t = table(rf.records(), device, runtime, precision, model_name=jobs[0].artifact.manifest.model)
+    if rf.path.parent.resolve() == out.resolve():
+        from .reporting import report
+        t["report"] = str(report(out)["html"])
+    t["results"] = str(rf.path)
+    return t
+
+
+def table(records: list[dict], device: str, runtime: str, precision: str, model_name: str | None = None) -> dict:
+    """The per-block table of a profile from its records: block, kind, MACs, weight and activation
+    bytes, model ms, twin ms, latency ratio beside MAC ratio, achieved GMAC/s; the sums of blocks
+    against the whole models; the device's peak. Raises naming the profile command to run when
+    the records hold no profile for (device, runtime, precision)."""
+    from .benchmark import latest, record_stats
+    recs = [r for r in latest(records).values() if r.get("status") == "ok" and r["device"]["name"] == device
+            and r.get("runtime") == runtime and r.get("precision") == precision and isinstance(r.get("arch"), dict)
+            and "side" in r["arch"] and (model_name is None or r.get("model") == model_name
+                                          or r["arch"]["side"] == "peak")]
+    if not any(r["arch"]["side"] != "peak" for r in recs):
+        raise ValueError(f"no profile of {model_name or 'any model'} on {device!r} with {runtime} {precision} in these "
+                         f"results; make one: edgeconv profile {model_name or 'MODEL'} --device {device} "
+                         f"--runtime {runtime} --precision {precision}")
+    p50 = {(r["arch"]["side"], r["arch"]["block"]): record_stats(r)["p50"] for r in recs}
+    feats = {(r["arch"]["side"], r["arch"]["block"]): r["arch"] for r in recs}
+    emulated = any(r["device"].get("emulated") for r in recs)
+    order = [b for s, b in feats if s == "model" and b is not None]
+    rows = []
+    for b in order:
+        fm, ft = feats[("model", b)], feats.get(("twin", b))
+        mm, mt = p50.get(("model", b)), p50.get(("twin", b))
+        kind = max(KINDS, key=lambda k: fm[f"macs_{k}"]) if fm["macs"] else "other"
+        rows.append({"block": b, "kind": kind, "macs": fm["macs"], "twin_macs": ft["macs"] if ft else None,
+                     **block_bytes(fm, precision), "model_ms": mm, "twin_ms": mt,
+                     "latency_ratio": mt / mm if mm and mt else None,
+                     "mac_ratio": ft["macs"] / fm["macs"] if ft and fm["macs"] else None,
+                     "model_gmacs": fm["macs"] / mm / 1e6 if mm and fm["macs"] else None,
+                     "twin_gmacs": ft["macs"] / mt / 1e6 if ft and mt and ft["macs"] else None,
+                     "intensity": fm["macs"] / max(1, sum(block_bytes(fm, precision).values())),
+                     "twin_intensity": ft["macs"] / max(1, sum(block_bytes(ft, precision).values())) if ft else None})
+    whole = {s: p50.get((s, None)) for s in ("model", "twin")}
+    sums = {s: sum(v for (side, b), v in p50.items() if side == s and b not in (None, PEAK) and v) for s in ("model", "twin")}
+    peak = p50.get(("peak", PEAK))
+    return {"device": device, "runtime": runtime, "precision": precision, "model": model_name, "emulated": emulated,
+            "rows": rows, "whole_ms": whole, "sum_of_blocks_ms": sums,
+            "model_macs": sum(r["macs"] for r in rows), "twin_macs": sum(r["twin_macs"] or 0 for r in rows),
+            "peak_gmacs": feats[("peak", PEAK)]["macs"] / peak / 1e6 if peak else None,
+            "note": "emulated device: functional timings, not latency" if emulated else ""}
