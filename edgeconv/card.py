@@ -225,13 +225,19 @@ def _weights_only_load():
 def load_pt2(path: Path, where: str = ""):
     """The module of a ``torch.export`` program, read without running any pickled code."""
     import torch
+    import types
     try:
         with _weights_only_load():
             ep = torch.export.load(str(path))
     except Exception as e:  # corrupt zip, wrong file, refused pickle: one named error
         raise CardError(f"{where or path}: {path} is not a readable torch.export program "
                         f"({type(e).__name__}: {str(e)[:200]}); save it with torch.export.save") from None
-    return ep.module()
+    gm = ep.module()
+    # A program's train/eval behaviour was fixed when it was captured; torch refuses to switch it,
+    # so switching is a no-op here and the module goes wherever an nn.Module goes.
+    gm.train = types.MethodType(lambda self, mode=True: self, gm)
+    gm.eval = types.MethodType(lambda self: self, gm)
+    return gm
 
 
 def _build_source(card: SourceCard, where: str):
@@ -339,12 +345,12 @@ def dense_twin(module, seed: int = 0):
     module = copy.deepcopy(module)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        convs = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
-        for name, m in convs:
-            dense = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
-                              groups=1, bias=m.bias is not None, padding_mode=m.padding_mode)
-            owner, _, attr = name.rpartition(".")
-            setattr(module.get_submodule(owner) if owner else module, attr, dense)
+        convs = [m for m in module.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+        for m in convs:  # the module itself keeps its class (e.g. a conv that pads TF-style in forward)
+            weight = torch.empty(m.out_channels, m.in_channels, *m.kernel_size)
+            nn.init.kaiming_uniform_(weight, a=5 ** 0.5)
+            m.groups = 1
+            m.weight = nn.Parameter(weight)
         if not convs and isinstance(module, torch.fx.GraphModule):
             _dense_graph(module)
     return module.eval()

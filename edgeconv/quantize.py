@@ -187,6 +187,35 @@ def fuse_clamp_annotations(gm):
     return gm
 
 
+def share_through(gm, skip=lambda n: False):
+    """Quantize an activation or pooling op (ReLU, ReLU6, mean, average or max pooling) that the
+    stock annotators left float although its input is int8, with its input's parameters. The
+    stock PT2E quantizers annotate these only in patterns they know (conv -> relu, add -> relu
+    feeding a conv); elsewhere, e.g. a ShuffleNet unit's ``relu(x + y)`` feeding the global mean,
+    the op ran in float between a dequantize and a quantize: an fp32 island. Sharing the input's
+    parameters is exact for ReLU and max pooling and keeps averages within their input's range.
+    Nodes ``skip`` says no to (``keep_fp32`` modules) stay float."""
+    import torch
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+    aten = torch.ops.aten
+    ops = (aten.relu.default, aten.relu_.default, aten.hardtanh.default, aten.hardtanh_.default, aten.mean.dim,
+           aten.adaptive_avg_pool2d.default, aten.avg_pool2d.default, aten.max_pool2d.default)
+    key = "quantization_annotation"
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or n.target not in ops or skip(n):
+            continue
+        ann = n.meta.get(key)
+        if ann is not None and (ann.output_qspec is not None or ann.input_qspec_map):
+            continue
+        src = n.args[0]
+        src_ann = src.meta.get(key) if isinstance(src, torch.fx.Node) else None
+        if src_ann is None or src_ann.output_qspec is None:
+            continue
+        n.meta[key] = QuantizationAnnotation(input_qspec_map={src: SharedQuantizationSpec(src)},
+                                             output_qspec=SharedQuantizationSpec((src, n)), _annotated=True)
+    return gm
+
+
 def is_zero_pad(n) -> bool:
     """``F.pad(x, pads)`` / ``constant_pad_nd`` with the value 0 (TensorFlow SAME padding)."""
     import torch
@@ -249,9 +278,9 @@ def make_quantizer(backend: str, recipe: QuantRecipe):
     """A fresh PT2E quantizer for ``backend`` ("xnnpack": ExecuTorch and the localisation
     simulation; "litert": TFLite) set up by ``recipe``: per-channel symmetric int8 weights,
     per-tensor int8 activations, the ``keep_fp32`` modules unannotated (float), conv outputs
-    quantized after their ReLU6 (``fuse_clamp_annotations``); for XNNPACK, zero pads keep their
-    input's int8 parameters (``share_pad_annotations``). ``.inner`` is the backend's own quantizer
-    object."""
+    quantized after their ReLU6 (``fuse_clamp_annotations``), activations and pooling the stock
+    annotators miss made int8 (``share_through``); for XNNPACK, zero pads keep their input's int8
+    parameters (``share_pad_annotations``). ``.inner`` is the backend's own quantizer object."""
     from torchao.quantization.pt2e.quantizer import Quantizer
     if backend == "xnnpack":
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -269,6 +298,11 @@ def make_quantizer(backend: str, recipe: QuantRecipe):
     for name in recipe.keep_fp32:
         # set_module_name(name, None) asserts in these quantizers; their annotators skip a None config
         inner.module_name_config[name] = None
+    from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+    kept = [get_module_name_filter(name) for name in recipe.keep_fp32]
+
+    def fix(gm):
+        return extra(share_through(fuse_clamp_annotations(gm), skip=lambda n: any(f(n) for f in kept)))
 
     class RecipeQuantizer(Quantizer):
         def transform_for_annotation(self, model):
@@ -276,7 +310,7 @@ def make_quantizer(backend: str, recipe: QuantRecipe):
 
         def annotate(self, model):
             with scope():
-                return extra(fuse_clamp_annotations(inner.annotate(model)))
+                return fix(inner.annotate(model))
 
         def validate(self, model):
             return inner.validate(model)
