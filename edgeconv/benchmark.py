@@ -352,25 +352,34 @@ def bench_device(device, jobs: list[Job], results: ResultsFile, cfg: TimingConfi
 
 def bench(artifact_dirs, devices: list[str], results: str | Path, *, inventory=None, runtimes=None,
           threads=(1,), precisions=None, formats=None, cfg: TimingConfig | None = None, force=False,
-          progress=None) -> list[dict]:
+          progress=None, cluster: str | None = None) -> list[dict]:
     """``edgeconv bench``: time every file of ``artifact_dirs`` on every device (one thread per
     device, in parallel) and append the records to ``results``; returns the records written.
-    Everything (devices, artifacts, options) is checked before anything runs."""
+    With ``cluster`` (``auto`` or the head's HOST:PORT) each device runs on the Ray node that
+    drives it (``edgeconv.cluster``). Everything (cluster, devices, artifacts, options) is
+    checked before anything runs."""
     from .device.inventory import get_device
     cfg = cfg or TimingConfig()
+    if cluster:
+        from .cluster import connect
+        connect(cluster)
     if not devices:
         raise ValueError("no device given: name at least one (local, qemu-arm64, or one of the inventory)")
     devs = [get_device(n, inventory) for n in devices]
     jobs = plan(artifact_dirs, runtimes, threads, precisions, formats)
     if not jobs:
         raise ValueError("nothing to run: no artifact file matches the runtime/precision/format given")
-    return run_jobs(jobs, devs, ResultsFile(results), cfg, force=force, progress=progress)
+    return run_jobs(jobs, devs, ResultsFile(results), cfg, force=force, progress=progress, cluster=cluster)
 
 
-def run_jobs(jobs: list[Job], devs, rf: ResultsFile, cfg: TimingConfig, *, force=False, progress=None) -> list[dict]:
+def run_jobs(jobs: list[Job], devs, rf: ResultsFile, cfg: TimingConfig, *, force=False, progress=None,
+             cluster: str | None = None) -> list[dict]:
     rf.check_writable()
     run_id = uuid.uuid4().hex[:12]
     done = set() if force else completed(rf.records())
+    if cluster:
+        from .cluster import bench_on_cluster
+        return bench_on_cluster(cluster, jobs, devs, rf, cfg, run_id, done, progress)
     with ThreadPoolExecutor(max_workers=len(devs)) as pool:
         futures = [pool.submit(bench_device, d, jobs, rf, cfg, force, progress, run_id, done) for d in devs]
         out = []

@@ -16,7 +16,8 @@ Run folder::
     report.html, report.md, report.json, plots/*.png
 
 The config (TOML) has one table per stage; every key is checked, with the table it belongs
-to, before any stage runs, as are the model, the data, the weights and the devices.
+to, before any stage runs, as are the model, the data, the weights and the devices; a
+``cluster`` that does not answer is an error before any stage runs.
 """
 from __future__ import annotations
 
@@ -39,8 +40,10 @@ SECTIONS = {
     "train": ("train_epochs",),
     "export": ("formats", "precisions", "max_drop"),
     "quant": ("quant",),
-    "bench": ("devices", "inventory", "runtimes", "threads", "warmup", "min_runs", "min_seconds"),
+    "bench": ("devices", "inventory", "runtimes", "threads", "warmup", "min_runs", "min_seconds", "cluster"),
 }
+# Where a run computes, not what: a run resumes on another cluster address.
+NOT_COMPARED = ("cluster",)
 
 
 @dataclass
@@ -67,6 +70,7 @@ class RunConfig:
     warmup: int = 10
     min_runs: int = 50
     min_seconds: float = 3.0
+    cluster: str = ""
 
     @classmethod
     def from_toml(cls, path: str | Path) -> RunConfig:
@@ -164,6 +168,10 @@ class RunConfig:
             self.recipe()
         except ValueError as e:
             raise ValueError(f"[quant]: {e}") from None
+        if self.cluster:
+            from .cluster import resolve
+            if self.cluster != "auto":
+                resolve(self.cluster)
         self._validate_names()
 
     def _validate_names(self) -> None:
@@ -185,6 +193,14 @@ class RunConfig:
                 raise ValueError(f"key 'devices': {e}") from None
 
 
+def _compared(config: dict | None) -> dict | None:
+    """A run's config as far as it decides the results: a key the run was written without reads
+    as its default."""
+    if not isinstance(config, dict):
+        return config
+    return {k: v for k, v in {**asdict(RunConfig()), **config}.items() if k not in NOT_COMPARED}
+
+
 class Run:
     def __init__(self, folder: str | Path, config: RunConfig, log=print, progress=None):
         self.dir = Path(folder)
@@ -197,7 +213,7 @@ class Run:
                 state = json.loads(self.state_path.read_text())
             except json.JSONDecodeError:
                 raise ValueError(f"{self.state_path} is not valid JSON; start over with --force") from None
-            if state.get("config") != asdict(config):
+            if _compared(state.get("config")) != _compared(asdict(config)):
                 raise ValueError(f"{self.dir} holds a run with another config; use a new folder or "
                                  "--force to start over")
             self.state = state
@@ -324,7 +340,7 @@ class Run:
                      runtimes=self.cfg.runtimes or None, threads=tuple(self.cfg.threads),
                      cfg=TimingConfig(warmup=self.cfg.warmup, min_runs=self.cfg.min_runs,
                                       min_seconds=self.cfg.min_seconds),
-                     progress=self.progress)
+                     progress=self.progress, cluster=self.cfg.cluster or None)
         return {"records": len(recs), "errors": sum(r.get("status") != "ok" for r in recs)}
 
     def report(self):
@@ -367,6 +383,9 @@ def run(config: RunConfig | str | Path | None = None, out: str | Path = "runs/de
     the run writes to it."""
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_toml(config) if config else RunConfig()
     cfg.validate()
+    if cfg.cluster:
+        from .cluster import connect
+        connect(cfg.cluster)
     out = Path(out)
     _clear_run(out, force=False)
     with FolderLock(out, "--out folder"):
