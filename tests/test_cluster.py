@@ -33,6 +33,9 @@ NODE_FLAGS = ["--num-cpus=1", f"--object-store-memory={80 << 20}", "--num-gpus=0
               "--disable-usage-stats"]
 NODE_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
+    # Ray turns token authentication on for `ray start --head` when ~/.ray/auth_token exists (a
+    # local ray.init() writes one); a test cluster on 127.0.0.1 runs without, whatever is there.
+    "RAY_AUTH_MODE": "disabled",
     "RAY_worker_niceness": "0",  # Ray's default 15 would deprioritise the benchmarks
     # The GCS (head) declares a killed node dead after ~3 s instead of ~14 s.
     "RAY_health_check_initial_delay_ms": "0", "RAY_health_check_period_ms": "1000",
