@@ -1,7 +1,7 @@
 """Optional: a device lab beyond one host, on a Ray cluster (``pip install 'edgeconv[cluster]'``).
 
-The only module that imports ``ray``, and nothing imports it unless ``--cluster`` or
-``cluster =`` is used.
+The only module that imports ``ray``, and nothing imports it unless ``--cluster``,
+``cluster =`` or a ``[sweep]`` table is used.
 
 * ``connect(address)`` joins a running cluster (``auto``: ``RAY_ADDRESS``, else the cluster
   ``ray start --head`` started on this host); an address where nothing answers fails in
@@ -17,6 +17,10 @@ The only module that imports ``ray``, and nothing imports it unless ``--cluster`
   arrives (the resume rules are ``benchmark.pending``'s), with ``node`` = where it was made.
   A node lost mid-run turns its devices' remaining runs into error records naming it.
 * ``check_devices``: every device of an inventory, the node that drives it, and its facts.
+* ``sweep``: build (+ train on the digits), export, verify and check every ``[sweep]``
+  variant (``pipeline.run_variant``) as a Ray task on any node with a free CPU. Each variant's
+  folder comes back through the object store and is renamed into place whole, so a present
+  folder is a finished variant and a rerun runs only the missing ones.
 """
 from __future__ import annotations
 
@@ -26,10 +30,11 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .artifact import MANIFEST, Artifact, ArtifactError
+from .artifact import MANIFEST, Artifact, ArtifactError, FolderLock
 from .device import TransportError
 
 
@@ -41,7 +46,7 @@ try:
     import ray
     from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 except ImportError:
-    raise ClusterError("--cluster runs on Ray, which is not installed: "
+    raise ClusterError("--cluster and [sweep] run on Ray, which is not installed: "
                        "pip install 'edgeconv[cluster]'") from None
 
 RESOURCE = "edgeconv_device:{}"
@@ -385,3 +390,80 @@ def check_devices(address: str, inventory=None, names=None, timeout: float = 300
 
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         return list(pool.map(one, names))
+
+
+# -- sweeps as tasks -------------------------------------------------------------------------
+# A variant exported on a lost node is exported again elsewhere: the work is the same every time.
+@ray.remote(num_cpus=1, max_retries=2)
+def _variant_task(cfg, variant) -> tuple[dict, dict]:
+    from .pipeline import run_variant
+    threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    with tempfile.TemporaryDirectory(prefix="edgeconv-sweep-") as tmp:
+        out = Path(tmp) / variant.id
+        info = run_variant(cfg, variant, out, threads=threads, about={"node": here()})
+        files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+                 if p.is_file() and p.name != FolderLock.NAME}
+    return info, files
+
+
+def _place(root: Path, name: str, files: dict) -> None:
+    """Write a variant's files into a hidden folder beside its place, check every model file
+    against its manifest, then rename the folder into place: present means whole."""
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".arriving-{name}-"))
+    try:
+        for rel, data in files.items():
+            p = tmp / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        art = Artifact.load(tmp)
+        for f in art.files:
+            art.checked(f)
+        os.rename(tmp, root / name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sweep(cfg, root: str | Path, address: str | None = None, log=print) -> dict:
+    """The ``[sweep]`` of run config ``cfg`` into ``root`` (``<run>/sweep``): one Ray task per
+    variant not already there (``pipeline.run_variant``), on the cluster at ``address`` (``None``:
+    Ray on this machine alone); each finished variant is placed as soon as it returns. Writes
+    and returns a summary; raises naming the variants that failed (the others stay done)."""
+    from .artifact import write_json_atomic
+    from .pipeline import sweep_variants
+    variants = sweep_variants(cfg)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".arriving-*"):  # left by an interrupted sweep: never a finished variant
+        shutil.rmtree(stale, ignore_errors=True)
+    todo = [v for v in variants if not (root / v.id).is_dir()]
+    log(f"  sweep: {len(variants)} variant(s), {len(variants) - len(todo)} done before, {len(todo)} to run")
+    t0 = time.perf_counter()
+    ran, failed = [], {}
+    if todo:
+        connect(address)
+        pending = {_variant_task.remote(cfg, v): v for v in todo}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                v = pending.pop(ref)
+                try:
+                    info, files = ray.get(ref)
+                    _place(root, v.id, files)
+                except (RayError, ArtifactError, OSError) as e:
+                    failed[v.id] = _reason(e)
+                    log(f"  {v.id}: failed: {failed[v.id]}")
+                    continue
+                ran.append(v.id)
+                log(f"  {v.id}: done in {info['seconds']:.0f} s on {info['node']['hostname']} "
+                    f"({info['node']['ip']}, id {info['node']['id'][:12]}); verify "
+                    f"{'ok' if info['verify_ok'] else 'FAILED'}, check {info['check']}")
+    summary = {"variants": [v.id for v in variants], "ran": ran, "failed": failed,
+               "skipped": [v.id for v in variants if v not in todo], "seconds": round(time.perf_counter() - t0, 1),
+               "cluster": address}
+    write_json_atomic(root / "sweep.json", summary)
+    if failed:
+        raise ValueError(f"{len(failed)} of {len(variants)} sweep variant(s) failed: "
+                         + "; ".join(f"{k}: {v}" for k, v in failed.items())
+                         + f". The others are in {root}; run again to retry only the missing ones")
+    return summary

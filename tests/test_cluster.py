@@ -2,7 +2,8 @@
 a second node process (the emulated arm64 device and an ssh board through the test sshd),
 each node one `ray start --block` child with its own temp dir, killed with all its processes
 at the end. Benchmarks across the three devices, each record made on the node that holds its
-device; device check; a node killed mid-run; an address where no cluster answers."""
+device; device check; a sweep of four tiny variants and its resume; a node killed mid-run;
+an address where no cluster answers."""
 from __future__ import annotations
 
 import ctypes
@@ -237,6 +238,55 @@ def test_device_check_lists_every_device_with_its_node(cluster, lab):
     assert one.exit_code == 1 and "edgeconv_device:pi9" in one.stdout and "lab-host-9" in one.stdout
 
 
+SWEEP = """
+[train]
+train_epochs = 1
+[export]
+formats = ["onnx"]
+[sweep]
+models = ["tiny"]
+widths = [0.5, 1.0]
+input_sizes = [32]
+recipes = [{calib_count = 16}, {calib_count = 16, method = "minmax"}]
+[bench]
+cluster = "ADDRESS"
+"""
+
+
+def test_sweep_of_four_variants_then_resume(cluster, tmp_path):
+    from edgeconv.cluster import sweep
+    from edgeconv.pipeline import RunConfig
+    cfg_path = tmp_path / "sweep.toml"
+    cfg_path.write_text(SWEEP.replace("ADDRESS", cluster.address))
+    cfg = RunConfig.from_toml(cfg_path)
+    root = tmp_path / "run" / "sweep"
+    t0 = time.monotonic()
+    summary = sweep(cfg, root, cfg.cluster, log=print)
+    print(f"4 variants on 2 nodes x 1 CPU: {time.monotonic() - t0:.1f} s")
+    assert len(summary["ran"]) == 4 and not summary["failed"]
+    nodes = {cluster.node_id("head"), cluster.node_id("node2")}
+    for vid in summary["ran"]:
+        d = root / vid
+        info = json.loads((d / "variant.json").read_text())
+        assert info["node"]["id"] in nodes and info["verify_ok"] and info["check"] in ("ok", "int8 drop above 1.0 points")
+        assert {"model_fp32.onnx", "model_int8.onnx", "manifest.json", "verify.json", "accuracy.json"} <= \
+            {p.name for p in d.iterdir()}
+        manifest = json.loads((d / "manifest.json").read_text())
+        assert manifest["complete"] and manifest["quant"]["calib_count"] == 16
+        assert info["train"]["eval_count"] == 500  # trained on the digits, so its int8 check means something
+        accuracy = json.loads((d / "accuracy.json").read_text())
+        assert {r["runtime"] for r in accuracy["rows"]} == {"onnxruntime"}
+    assert {json.loads((root / v / "variant.json").read_text())["width"] for v in summary["ran"]} == {0.5, 1.0}
+    assert not list(root.glob(".*"))
+    # An interrupted sweep: one variant never arrived, another was half written.
+    gone = sorted(summary["ran"])[0]
+    shutil.rmtree(root / gone)
+    (root / f".arriving-{gone}-x").mkdir()
+    again = sweep(cfg, root, cfg.cluster, log=print)
+    assert again["ran"] == [gone] and len(again["skipped"]) == 3
+    assert (root / gone / "model_int8.onnx").exists() and not list(root.glob(".arriving-*"))
+
+
 def test_node_killed_mid_run(cluster, tiny_artifact, tmp_path):
     """The node driving `box` dies after box's first run: its other runs become error records
     naming that node, `local` on the head finishes, nothing written is lost, and once a node
@@ -320,9 +370,13 @@ def test_inventory_and_placement_errors(cluster, tiny_artifact, tmp_path):
 
 
 @pytest.mark.parametrize("table, message", [
+    ('[sweep]\nwidths = [0]\n', "[sweep] widths = [0]: a list of width multipliers > 0"),
+    ('[sweep]\nmodels = ["resnet"]\n', "[sweep] models = ['resnet']: a list of zoo models"),
+    ('[sweep]\nrecipes = [{}, {methd = "minmax"}]\n', "[sweep] recipes[1]: unknown quantization option(s) ['methd']"),
+    ('[sweep]\nsizes = [32]\n', "unknown key 'sizes'; allowed keys: models, widths, input_sizes, recipes (in [sweep])"),
     ('[bench]\ncluster = "head-node"\n', "cluster address 'head-node': give auto or the head's HOST:PORT"),
 ])
-def test_cluster_config_errors(tmp_path, table, message):
+def test_sweep_and_cluster_config_errors(tmp_path, table, message):
     from edgeconv.pipeline import RunConfig
     cfg = tmp_path / "bad.toml"
     cfg.write_text(table)
