@@ -113,7 +113,8 @@ def connect(address: str | None) -> str | None:
         ray.init(address=target, log_to_driver=False, logging_level="ERROR")
     except Exception as e:  # noqa: BLE001  (Ray raises ConnectionError, RuntimeError, ValueError...)
         raise ClusterError(f"cannot join the Ray cluster at {target}: {type(e).__name__}: "
-                           f"{' '.join(str(e).split())[:300]}") from None
+                           f"{' '.join(str(e).split())[:300]} (a head with token authentication also refuses "
+                           "a driver without its token: ~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
     finally:
         for k in added:
             os.environ.pop(k, None)
