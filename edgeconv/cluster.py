@@ -72,7 +72,7 @@ def resolve(address: str) -> str:
         if env and env != "auto":
             return resolve(env)
         # where `ray start --head` records the cluster it started (Ray's default temp dir)
-        path = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        path = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray" / "ray_current_cluster"
         try:
             return resolve(path.read_text().strip())
         except (OSError, ValueError):

@@ -74,12 +74,15 @@ class Node:
 
     def __init__(self, name: str, args: list[str], temp_dir: Path):
         self.name, self.temp_dir = name, temp_dir
-        temp_dir.mkdir()
+        (temp_dir / "tmp").mkdir(parents=True)
         self.log = temp_dir / "ray-start.log"
+        # TMPDIR: what the node's workers leave behind when it is killed (actor caches, the agent's
+        # work folders) goes with the cluster's folder
         self.proc = subprocess.Popen(
             [str(RAY), "start", "--block", f"--temp-dir={temp_dir}", f"--labels=edgeconv.node={name}", *args,
-             *NODE_FLAGS], env={**os.environ, **NODE_ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True, preexec_fn=_die_with_parent)
+             *NODE_FLAGS], env={**os.environ, **NODE_ENV, "TMPDIR": str(temp_dir / "tmp")},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            preexec_fn=_die_with_parent)
         ready = threading.Event()
 
         def pump():  # keep draining: a node writing into a full pipe would stop
