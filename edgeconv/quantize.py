@@ -335,14 +335,11 @@ def quantize_pt2e(module, example, samples, backend: str, recipe: QuantRecipe, *
     exported = torch.export.export(module.eval(), (example,)).module()
     if before_prepare is not None:
         before_prepare(exported)
-    reference = copy.deepcopy(exported) if recipe.bias_correction else None
     gm = prepare_pt2e(exported, quantizer)
-    with torch.no_grad():
-        for x in samples:
-            gm(x)
+    targets = calibrate(gm, samples, float_means=recipe.bias_correction)
     gm = convert_pt2e(gm, fold_quantize=fold_quantize)
-    if reference is not None:
-        bias_correct(gm, reference, samples)
+    if recipe.bias_correction:
+        bias_correct(gm, None, samples, targets=targets)
     return gm, quantizer
 
 
@@ -389,12 +386,62 @@ def _per_sample(gm, on_output):
     return PerSample(gm)
 
 
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread inside: the calibration and bias-correction passes run one batch-1
+    sample at a time, where splitting each op over threads gains at most the core count on an
+    idle machine and loses several times over when another process holds a core (2 cores,
+    load 4: ~5x slower than one thread). The int8 graph then no longer depends on the machine's
+    core count either: convolutions and means round alike whatever it is."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def calibrate(gm, samples, *, float_means: bool = False):
+    """Feed ``samples`` (batch-1 tensors) one at a time through a ``prepare_pt2e`` graph, so its
+    observers see them. With ``float_means``, the same pass also returns the per-channel mean
+    of every conv and linear output in graph order: the float model's, since observers pass
+    their input through, which spares ``bias_correct`` a float pass of its own."""
+    import torch
+    linear_ops = _linear_ops()
+
+    class FloatMeans(torch.fx.Interpreter):
+        def __init__(self, module):
+            super().__init__(module)
+            self.means = []
+
+        def run_node(self, n):
+            out = super().run_node(n)
+            if n.op == "call_function" and n.target in linear_ops and isinstance(out, torch.Tensor):
+                self.means.append(out.mean(dim=[d for d in range(out.dim()) if d != 1]))
+            return out
+
+    with torch.no_grad(), one_thread():
+        if not float_means:
+            for x in samples:
+                gm(x)
+            return None
+        per_sample = []
+        for x in samples:
+            run = FloatMeans(gm)
+            run.run(x)
+            per_sample.append(run.means)
+    if not per_sample:
+        return []
+    return [torch.stack([means[k] for means in per_sample]).mean(0) for k in range(len(per_sample[0]))]
+
+
 def _channel_mean(values):
     import torch
     return torch.stack([v.mean(dim=[d for d in range(v.dim()) if d != 1]) for v in values]).mean(0)
 
 
-def bias_correct(quantized, reference, samples) -> int:
+def bias_correct(quantized, reference, samples, *, targets=None) -> int:
     """Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization", section 4.2;
     Finkelstein et al. 2019): int8 weights and inputs shift the *mean* of a conv's output
     channels, and the shift adds up through the network. For every conv and linear with a
@@ -402,12 +449,14 @@ def bias_correct(quantized, reference, samples) -> int:
     (and over pixels) is measured in the ``quantized`` graph, already corrected up to that
     layer, and in the float ``reference`` graph (the same export before quantization); the
     difference is subtracted from the bias. Layers are matched by their order in the two graphs.
-    Returns how many biases changed."""
+    ``targets``, the float means if already known (``calibrate(..., float_means=True)``), stand in
+    for ``reference``. Returns how many biases changed."""
     import torch
     from torch import nn
-    targets: list[torch.Tensor] = []
-    with torch.no_grad():
-        _per_sample(reference, lambda n, out: targets.append(_channel_mean(out)) or out).run(_Samples(samples))
+    if targets is None:
+        targets = []
+        with torch.no_grad(), one_thread():
+            _per_sample(reference, lambda n, out: targets.append(_channel_mean(out)) or out).run(_Samples(samples))
     layers = [n for n in quantized.graph.nodes if n.op == "call_function" and n.target in _linear_ops()]
     if len(layers) != len(targets):
         raise RuntimeError(f"bias correction: the int8 graph has {len(layers)} convs/linears, "
@@ -430,6 +479,6 @@ def bias_correct(quantized, reference, samples) -> int:
         view = (1, -1) + (1,) * (out[0].dim() - 2)
         return _Samples(v - shift.reshape(view) for v in out)
 
-    with torch.no_grad():
+    with torch.no_grad(), one_thread():
         _per_sample(quantized, correct).run(_Samples(samples))
     return changed
