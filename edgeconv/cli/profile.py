@@ -48,6 +48,7 @@ def print_profile(t: dict) -> None:
 @click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint for the model (not the twin).")
 @click.option("--pretrained", is_flag=True, help="The zoo spec's pretrained weights for the model (not the twin).")
 @click.option("--input-size", type=int, callback=positive("input-size", 1), help="Input resolution.")
+@click.option("--width", type=float, callback=positive("width", 1e-9), help="Width multiplier (zoo models).")
 @click.option("--depth", default=1, show_default=True, callback=positive("depth", 1),
               help="Your own models: profile the modules this many levels down.")
 @click.option("--threads", default=1, show_default=True, callback=positive("threads", 1))
@@ -55,7 +56,7 @@ def print_profile(t: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 @timing_options
 def profile(model, device, inventory, runtime, precision, results, out, calib, class_index, weights, pretrained,
-            input_size, depth, threads, force, as_json, warmup, min_runs, min_seconds, max_seconds, affinity):
+            input_size, width, depth, threads, force, as_json, warmup, min_runs, min_seconds, max_seconds, affinity):
     """Per-block latency of MODEL and its standard-conv twin on a device: each block exported as a
     micro-model at its real input shape (int8 calibrated on its real inputs), timed beside the
     whole model and a dense conv (the device's peak).
@@ -74,7 +75,7 @@ def profile(model, device, inventory, runtime, precision, results, out, calib, c
     with Progress() as bar:
         t = do_profile(model, device, runtime=runtime, precision=precision, results=results, out=out,
                        inventory=inventory, calib=calib, class_index=class_index, weights=weights,
-                       pretrained=pretrained, input_size=input_size, depth=depth, threads=threads,
+                       pretrained=pretrained, input_size=input_size, width=width, depth=depth, threads=threads,
                        cfg=TimingConfig(warmup, min_runs, min_seconds, max_seconds, affinity), force=force,
                        progress=bar, log=lambda m: err_console.print(m, highlight=False))
     if as_json:
