@@ -24,12 +24,14 @@ def installed(tmp_path_factory):
     wheel = next((root / "dist").glob("edgeconv-*.whl"))
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True, timeout=300)
     py = root / "venv" / "bin" / "python"
-    venv_site = Path(subprocess.check_output([str(py), "-c", "import site; print(site.getsitepackages()[0])"],
-                                             text=True).strip())
-    (venv_site / "zz_shared_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     inst = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=CLEAN)
     assert inst.returncode == 0, inst.stderr[-2000:]
+    venv_site = Path(subprocess.check_output([str(py), "-c", "import site; print(site.getsitepackages()[0])"],
+                                             text=True, env=CLEAN).strip())
+    assert (venv_site / "edgeconv" / "models").is_dir()
+    # after the install, so that pip does not take this environment's edgeconv for the wheel's
+    (venv_site / "zz_shared_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     elsewhere = root / "elsewhere"
     elsewhere.mkdir()
     return root / "venv" / "bin", elsewhere
