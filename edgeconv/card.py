@@ -458,24 +458,42 @@ def _graph_costs(gm, input_shape) -> list[LayerRow]:
 
 def blocks(module, depth: int = 1) -> list[str]:
     """Module paths of the blocks to rank or keep in fp32: the zoo's named blocks, else the
-    modules ``depth`` levels down that hold parameters, in execution order."""
+    modules ``depth`` levels down that hold parameters (or less deep, where a module has no
+    such children), in the order the forward pass calls them. A container the forward pass
+    never calls itself (a ``ModuleList`` of blocks) stands for its children, so every
+    parameter of the model is in some block at every depth."""
     if hasattr(module, "named_blocks"):
         return [n for n, _ in module.named_blocks()]
     import torch
     if depth < 1:
         raise ValueError(f"--depth {depth}: must be 1 or more")
-    order: list[str] = []
-    paths = {m: n for n, m in module.named_modules() if n and n.count(".") == depth - 1
-             and any(True for _ in m.parameters())}
-    hooks = [m.register_forward_pre_hook(lambda m, i, n=n: order.append(n) if n not in order else None)
-             for m, n in paths.items()]
+    first_call: dict[str, int] = {}
+
+    def seen(name):
+        def hook(_m, _inputs):
+            first_call.setdefault(name, len(first_call))
+        return hook
+
+    hooks = [m.register_forward_pre_hook(seen(n)) for n, m in module.named_modules() if n]
     try:
         with torch.no_grad():
             module.eval()(torch.zeros(1, *module.input_shape))
     finally:
         for h in hooks:
             h.remove()
-    return order
+
+    def kids(name, m):
+        return [(f"{name}.{c}" if name else c, ch) for c, ch in m.named_children()
+                if any(True for _ in ch.parameters())]
+
+    def pick(name, m, level) -> list[str]:
+        inner = kids(name, m)
+        if name in first_call and (level >= depth or not inner):
+            return [name]
+        return [p for n, ch in inner for p in pick(n, ch, level + 1)]
+
+    found = [p for n, ch in kids("", module) for p in pick(n, ch, 1)]
+    return sorted(dict.fromkeys(found), key=first_call.__getitem__)
 
 
 def check_module_paths(module, names, what: str = "--keep-fp32") -> None:
