@@ -151,13 +151,13 @@ def plan_profile(model: str, out: str | Path, *, fmt: str, precision: str, calib
             art.save()
             # a block the twin shares with the model (stem, head) is the same file: timed once per side
             jobs += [Job(art, n, e, 1, None if block is None else f"{side}:{block}") for n, e in art.files.items()]
-    peak = peak_module(64, 28)
-    peak.card = ModelCard("peak_conv3x3_64", (64, 28, 28), None, None, None, {"kind": "pt2"})
-    peak.input_shape = (64, 28, 28)
-    x = np.random.default_rng(0).standard_normal((16, 64, 28, 28)).astype(np.float32)
+    peak = peak_module(128, 28)  # 116M MACs: big enough for a device's wide kernels to reach their roof
+    peak.card = ModelCard("peak_conv3x3_128", (128, 28, 28), None, None, None, {"kind": "pt2"})
+    peak.input_shape = (128, 28, 28)
+    x = np.random.default_rng(0).standard_normal((16, 128, 28, 28)).astype(np.float32)
     art = export(peak, calib=x, formats=[fmt], precisions=[precision], recipe=QuantRecipe(calib_count=16),
                  out=out / PEAK, force=force, calib_info={"source": "noise", "count": 16})
-    art.manifest.arch = {"block": PEAK, "side": "peak", **features(peak, (64, 28, 28))}
+    art.manifest.arch = {"block": PEAK, "side": "peak", **features(peak, (128, 28, 28))}
     art.save()
     jobs += [Job(art, n, e, 1, f"peak:{PEAK}") for n, e in art.files.items()]
     return jobs
