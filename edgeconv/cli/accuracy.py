@@ -149,7 +149,8 @@ def check(artifacts, data, class_index, max_drop, limit, formats, do_localize, k
                 print_localize(res["localize"], top)
             if "what_if" in res:
                 print_what_if(res["what_if"], res["data"]["count"])
-            console.print(f"wrote {res['artifact']}/accuracy.json", highlight=False)
+            if res["saved"]:
+                console.print(f"wrote {res['artifact']}/accuracy.json", highlight=False)
     if as_json:
         click.echo(json.dumps(outputs if len(outputs) > 1 else outputs[0], indent=2))
     sys.exit(0 if ok else 1)
