@@ -22,10 +22,17 @@ def _load(path: Path, problems: list[str]):
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         problems.append(f"{path.name} in {path.parent} is not valid JSON ({e}); left out")
         return None
+    except OSError as e:
+        problems.append(f"{path.name} in {path.parent} cannot be read ({e.strerror}); left out")
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{path.name} in {path.parent} is not a JSON object; left out")
+        return None
+    return data
 
 
 def collect(run_dir: str | Path) -> dict:
@@ -50,14 +57,15 @@ def collect(run_dir: str | Path) -> dict:
     side_of_sha = {e.sha256: side for side in SIDES if data["manifest"][side]
                    for e in data["manifest"][side].files.values()}
     rf = ResultsFile(d / "results.jsonl")
-    for rec in rf.records():
+    for rec in rf.records(warn=False):
         side = side_of_sha.get(rec.get("sha256"))
         if side:  # the run folder may have moved since: point at where its files are now
             rec["artifact"] = str(d / "artifacts" / side)
         data["records"].append(rec)
     data["skipped_lines"] = rf.skipped
     if rf.skipped:
-        problems.append(f"results.jsonl: {rf.skipped} line(s) that are not records (torn or garbage) were skipped")
+        problems.append(f"results.jsonl: {rf.skipped} line(s) that are not records (torn, garbage or malformed) "
+                        "were skipped")
     return data
 
 
