@@ -394,13 +394,9 @@ class Run:
 
 
 def _clear_run(out: Path, force: bool) -> None:
-    """Make ``out`` ready for a run: a new or empty folder, or a run folder (kept to resume, or
-    with ``force`` emptied of what a run writes there, and of nothing else). A folder holding
-    anything else is refused."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise FileExistsError(f"{out} is a file; --out names a run folder")
+    """Make the folder ``out`` ready for a run: empty, or a run folder (kept to resume, or with
+    ``force`` emptied of what a run writes there, and of nothing else). A folder holding anything
+    else is refused."""
     entries = [p for p in out.iterdir() if p.name != FolderLock.NAME]
     if not entries:
         return
@@ -442,8 +438,10 @@ def run(config: RunConfig | str | Path | None = None, out: str | Path = "runs/de
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_toml(config) if config else RunConfig()
     cfg.validate()
     out = Path(out)
-    _clear_run(out, force=False)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; --out names a run folder")
     ensure_writable(out, "--out")
+    # The folder is judged under the lock: another run may be writing it right now.
     with FolderLock(out, "--out folder"):
         _clear_run(out, force)
         return Run(out, cfg, log=log, progress=progress).run()

@@ -249,8 +249,10 @@ def export(model, example=None, *, formats=tuple(FORMATS), precisions=PRECISIONS
     exportable(model, example)
     out = Path(out)
     fingerprint = _fingerprint(model, example, calib if "int8" in precisions else None, recipe, io)
-    _refuse_foreign(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; --out names an artifact folder")
     ensure_writable(out, "--out")
+    # The folder is judged under the lock: another export may be writing it right now.
     with FolderLock(out, "--out folder"):
         art = _prepare_folder(out, fingerprint, force)
         requested = [[f, p] for f in formats for p in precisions]
