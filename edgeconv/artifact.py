@@ -206,6 +206,7 @@ def _check_str_list(d: dict, key: str, where: str) -> None:
 
 
 SOURCE_KINDS = ("spec", "card", "pt2")
+IO_DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32")
 REFERENCE_FILES = ("reference.pt", "reference.pt2")
 
 
@@ -223,6 +224,16 @@ class IOSpec:
     def from_dict(cls, d, where: str) -> IOSpec:
         if not isinstance(d, dict):
             raise ArtifactError(f"{where}: expected an object, got {json.dumps(d)[:60]}")
+        for key in ("shape", "shape_nchw"):
+            v = d.get(key)
+            if v is not None and (not isinstance(v, list) or not all(_is_int(s) and s >= 0 for s in v)):
+                raise ArtifactError(f"{where}: {key} {json.dumps(v)[:60]} is not a list of whole numbers")
+        if d.get("dtype", "float32") not in IO_DTYPES:
+            raise ArtifactError(f"{where}: dtype {json.dumps(d.get('dtype'))} is not one of {', '.join(IO_DTYPES)}")
+        if d.get("layout") not in (None, "NCHW", "NHWC"):
+            raise ArtifactError(f"{where}: layout {json.dumps(d.get('layout'))} is not NCHW or NHWC")
+        if d.get("quant") is not None and not isinstance(d["quant"], dict):
+            raise ArtifactError(f"{where}: quant must be an object with scale and zero_point")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -360,6 +371,8 @@ class Manifest:
         for key in ("channels_last", "int8_io"):  # version 1 kept the I/O options in the recipe
             if key in quant:
                 io.setdefault(key, quant.pop(key))
+            if not isinstance(io.get(key, False), bool):
+                raise ArtifactError(f"{where}: io.{key} is {json.dumps(io[key])[:40]}; expected true or false")
         if quant:
             from .quantize import QuantRecipe
             try:

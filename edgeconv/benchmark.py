@@ -202,7 +202,8 @@ _RECORD_FIELDS = {"status": str, "sha256": str, "runtime": str, "format": str, "
 
 def is_record(rec) -> bool:
     """A benchmark record whose fields every reader uses have the types they expect."""
-    if not isinstance(rec, dict) or not isinstance(rec.get("device"), dict) or "status" not in rec:
+    if not isinstance(rec, dict) or not isinstance(rec.get("device"), dict) \
+            or not all(k in rec for k in ("status", "runtime", "threads", "file")):
         return False
     if not isinstance(rec["device"].get("name"), str):
         return False

@@ -139,6 +139,12 @@ def card_from_dict(data: dict, base: Path, path: Path | None = None, where: str 
     bad = sorted(set(pre) - set(PREPROCESS_KEYS))
     if bad:
         raise CardError(f"{where}: unknown key preprocess.{bad[0]}; allowed: {', '.join(PREPROCESS_KEYS)}")
+    if pre:
+        from .data import Preprocess
+        try:
+            Preprocess.from_dict(pre, shape[1])
+        except (TypeError, ValueError) as e:
+            raise CardError(f"{where}: [preprocess] {e}") from None
     for key in ("labels", "weights", "description", "name"):
         if key in data and not isinstance(data[key], str):
             raise CardError(f"{where}: {key!r} must be a string")

@@ -97,7 +97,10 @@ class QuantRecipe:
         if version < 2:  # version 1 recipes had no bias correction
             d.setdefault("bias_correction", False)
         d["version"] = 3
-        d["keep_fp32"] = tuple(d.get("keep_fp32", ()))
+        keep = d.get("keep_fp32", ())
+        if not isinstance(keep, (list, tuple)):  # a string would become a tuple of its letters
+            raise ValueError(f"keep_fp32={keep!r}: must be a list of module paths, e.g. [\"blocks.0\"]")
+        d["keep_fp32"] = tuple(keep)
         return cls(**d)
 
 

@@ -230,6 +230,12 @@ class ModelSpec:
             raise ValueError(f"act={self.act!r}: unknown activation; known: {', '.join(ACTIVATIONS)}")
         if self.padding not in ("same", "tf_same"):
             raise ValueError(f"padding={self.padding!r}: must be 'same' or 'tf_same'")
+        if self.preprocess:
+            from .data import Preprocess
+            try:
+                Preprocess.from_dict(self.preprocess, self.input_size)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"[preprocess]: {e}") from None
 
     @property
     def arch(self) -> list[list[str]]:
