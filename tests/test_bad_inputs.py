@@ -130,7 +130,7 @@ def expected_sha(d: Path) -> str:
 
 # A record of an earlier run (the file is a results file), before lines that are not records.
 RECORD = json.dumps({"device": {"name": "local"}, "status": "error", "sha256": "0" * 64, "runtime": "onnxruntime",
-                     "threads": 1, "error": "an earlier failure"}) + "\n"
+                     "threads": 1, "file": "model_int8.onnx", "error": "an earlier failure"}) + "\n"
 
 
 def images(setup_files: Callable[[Path], None], *argv) -> Callable:
@@ -348,6 +348,26 @@ CASES = [
                                                      ["predict", "tiny", "--profile", "p.jsonl"])[-1], 2,
       "skipped 2 line(s)", "no profile"),
     c("report-not-a-run-folder", lambda d, a: ((d / "x").mkdir(), ["report", "x"])[1], 2, "not a run folder"),
+    c("report-malformed-files", lambda d, a: (write(d / "x" / "run.json", '{"stages": "x"}'),
+                                              write(d / "x" / "models.json", '{"model": 3}'),
+                                              write(d / "x" / "artifacts" / "model" / "accuracy.json",
+                                                    '{"rows": [{"runtime": "onnxruntime", "fp32": 1}]}'),
+                                              ["report", "x"])[-1], 0, "run.json", "models.json", "accuracy.json",
+      "left out", new_ok=("x/report.*", "x/plots")),
+
+    # models the user describes
+    c("card-preprocess-std-zero", lambda d, a: (write(d / "m.toml", 'source = "torch.nn:Identity"\ninput_size = 8\n'
+                                                                   '[preprocess]\nstd = [0, 0, 0]\n'),
+                                                ["info", "m.toml"])[-1], 2, "m.toml", "std=[0.0, 0.0, 0.0]"),
+    c("spec-width-inf", lambda d, a: (write(d / "m.toml", 'name = "x"\nstem = "cn_r1_k3_s2_c16"\n'
+                                                          'stages = [["ds_r1_k3_s1_c16"]]\nwidth = inf\n'),
+                                      ["info", "m.toml"])[-1], 2, "m.toml", "width=inf"),
+    c("run-keep-fp32-a-string", run_config("[quant]\nkeep_fp32 = 'blocks.0'\n"), 2, "keep_fp32='blocks.0'"),
+    c("export-android-not-the-app", lambda d, a: ((d / "app").mkdir(), ["export", "tiny", "--formats", "tflite",
+                                                                        "--android", "app", "--out", "o"])[1], 2,
+      "not the Android demo app folder"),
+    c("check-second-artifact-missing", lambda d, a: (art_copy(d, a), ["check", "a", "b", "--data", "digits"])[-1], 2,
+      "b does not exist"),
 
     # devices
     c("inventory-devices-not-tables", inventory("devices = 3\n"), 2, "inv.toml", "'devices' must be tables"),
