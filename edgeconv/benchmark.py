@@ -331,37 +331,30 @@ def run_job(session, job: Job, cfg: TimingConfig, rec: dict) -> None:
         rec["drift"] = drift(rec, cfg.drift_threshold)
 
 
-def bench_device(device, jobs: list[Job], results: ResultsFile, cfg: TimingConfig,
-                 force: bool = False, progress=None, run_id: str | None = None, done: set | None = None) -> list[dict]:
-    """Run ``jobs`` on one device; append a record per job; return the records written.
-    Jobs already completed (same sha256, runtime, device, threads, block, status ok) are
-    skipped unless ``force``. A device that cannot be reached gives an error record per job;
-    every record is written as soon as it is measured."""
-    from .device import AgentSession
-    run_id = run_id or uuid.uuid4().hex[:12]
-    done = set() if force else (done if done is not None else completed(results.records()))
+def pending(device, jobs: list[Job], done: set) -> list[Job]:
+    """The jobs still to run on ``device``: not completed before (same sha256, runtime, device,
+    threads, block with status ok; the resume rule) and in a runtime the device offers."""
     todo = [j for j in jobs if run_key(j.entry.sha256, j.runtime, device.name, j.threads, j.block) not in done]
     if device.runtimes:
         todo = [j for j in todo if j.runtime in device.runtimes]
-    skipped = len(jobs) - len(todo)
-    if progress:
-        progress(device.name, 0, len(todo), f"{skipped} done before" if skipped else "start")
-    written = []
+    return todo
 
-    def emit(rec):
-        results.append(rec)
-        written.append(rec)
 
+def device_records(device, todo: list[Job], cfg: TimingConfig, run_id: str, progress=None):
+    """Run ``todo`` on ``device`` through one ``AgentSession`` and yield one record per job, in
+    order, each as soon as it is measured. A device that cannot be reached gives an error record
+    per job; a failed run is an error record, never an exception."""
+    from .device import AgentSession
     if not todo:
-        return written
+        return
     try:
         session = AgentSession(device).__enter__()
     except (TransportError, OSError) as e:
         for j in todo:
             rec = base_record(j, device, cfg, run_id)
             rec["error"] = f"{type(e).__name__}: {e}"
-            emit(rec)
-        return written
+            yield rec
+        return
     try:
         for i, job in enumerate(todo):
             rec = base_record(job, device, cfg, run_id)
@@ -374,32 +367,55 @@ def bench_device(device, jobs: list[Job], results: ResultsFile, cfg: TimingConfi
                 rec["error"] = f"{type(e).__name__}: {e}" if not isinstance(e, ArtifactError) else str(e)
             if rec["status"] == "ok" and not rec.get("samples_ms") and rec.get("timing") == "samples":
                 rec.update(status="error", error=rec.get("error") or "no samples")
-            emit(rec)
+            yield rec
         if progress:
             progress(device.name, len(todo), len(todo), "done")
-        return written
     finally:
         session.__exit__(None, None, None)
 
 
+def bench_device(device, jobs: list[Job], results: ResultsFile, cfg: TimingConfig,
+                 force: bool = False, progress=None, run_id: str | None = None, done: set | None = None) -> list[dict]:
+    """Run ``jobs`` on one device; append a record per job; return the records written.
+    Jobs already completed are skipped unless ``force`` (``pending``); every record is written
+    as soon as it is measured."""
+    run_id = run_id or uuid.uuid4().hex[:12]
+    done = set() if force else (done if done is not None else completed(results.records()))
+    todo = pending(device, jobs, done)
+    skipped = len(jobs) - len(todo)
+    if progress:
+        progress(device.name, 0, len(todo), f"{skipped} done before" if skipped else "start")
+    written = []
+    for rec in device_records(device, todo, cfg, run_id, progress):
+        results.append(rec)
+        written.append(rec)
+    return written
+
+
 def bench(artifact_dirs, devices: list[str], results: str | Path, *, inventory=None, runtimes=None,
           threads=(1,), precisions=None, formats=None, cfg: TimingConfig | None = None, force=False,
-          progress=None) -> list[dict]:
+          progress=None, cluster: str | None = None) -> list[dict]:
     """``edgeconv bench``: time every file of ``artifact_dirs`` on every device (one thread per
     device, in parallel) and append the records to ``results``; returns the records written.
-    Everything (devices, artifacts, options) is checked before anything runs."""
+    With ``cluster`` (``auto`` or the head's HOST:PORT) each device runs on the Ray node that
+    drives it (``edgeconv.cluster``). Everything (cluster, devices, artifacts, options) is
+    checked before anything runs."""
     from .device.inventory import get_device
     cfg = cfg or TimingConfig()
+    if cluster:
+        from .cluster import connect
+        connect(cluster)
     if not devices:
         raise ValueError("no device given: name at least one (local, qemu-arm64, or one of the inventory)")
     devs = [get_device(n, inventory) for n in dict.fromkeys(devices)]  # one timing thread per device
     jobs = plan(artifact_dirs, runtimes, threads, precisions, formats)
     if not jobs:
         raise ValueError("nothing to run: no artifact file matches the runtime/precision/format given")
-    return run_jobs(jobs, devs, ResultsFile(results), cfg, force=force, progress=progress)
+    return run_jobs(jobs, devs, ResultsFile(results), cfg, force=force, progress=progress, cluster=cluster)
 
 
-def run_jobs(jobs: list[Job], devs, rf: ResultsFile, cfg: TimingConfig, *, force=False, progress=None) -> list[dict]:
+def run_jobs(jobs: list[Job], devs, rf: ResultsFile, cfg: TimingConfig, *, force=False, progress=None,
+             cluster: str | None = None) -> list[dict]:
     """Run ``jobs`` on ``devs`` into ``rf``, which is locked meanwhile: a second bench into the
     same file would time its runs against this one's and write the same records again."""
     from .artifact import FolderLock
@@ -407,6 +423,9 @@ def run_jobs(jobs: list[Job], devs, rf: ResultsFile, cfg: TimingConfig, *, force
     with FolderLock(rf.path.parent, "--results file", name=f".{rf.path.name}.lock", subject=rf.path):
         run_id = uuid.uuid4().hex[:12]
         done = set() if force else completed(rf.records())
+        if cluster:
+            from .cluster import bench_on_cluster
+            return bench_on_cluster(cluster, jobs, devs, rf, cfg, run_id, done, progress)
         with ThreadPoolExecutor(max_workers=len(devs)) as pool:
             futures = [pool.submit(bench_device, d, jobs, rf, cfg, force, progress, run_id, done) for d in devs]
             out = []

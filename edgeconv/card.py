@@ -235,13 +235,19 @@ def _weights_only_load():
 def load_pt2(path: Path, where: str = ""):
     """The module of a ``torch.export`` program, read without running any pickled code."""
     import torch
+    import types
     try:
         with _weights_only_load():
             ep = torch.export.load(str(path))
     except Exception as e:  # corrupt zip, wrong file, refused pickle: one named error
         raise CardError(f"{where or path}: {path} is not a readable torch.export program "
                         f"({type(e).__name__}: {str(e)[:200]}); save it with torch.export.save") from None
-    return ep.module()
+    gm = ep.module()
+    # A program's train/eval behaviour was fixed when it was captured; torch refuses to switch it,
+    # so switching is a no-op here and the module goes wherever an nn.Module goes.
+    gm.train = types.MethodType(lambda self, mode=True: self, gm)
+    gm.eval = types.MethodType(lambda self: self, gm)
+    return gm
 
 
 def _build_source(card: SourceCard, where: str):
@@ -349,12 +355,12 @@ def dense_twin(module, seed: int = 0):
     module = copy.deepcopy(module)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        convs = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
-        for name, m in convs:
-            dense = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
-                              groups=1, bias=m.bias is not None, padding_mode=m.padding_mode)
-            owner, _, attr = name.rpartition(".")
-            setattr(module.get_submodule(owner) if owner else module, attr, dense)
+        convs = [m for m in module.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+        for m in convs:  # the module itself keeps its class (e.g. a conv that pads TF-style in forward)
+            weight = torch.empty(m.out_channels, m.in_channels, *m.kernel_size)
+            nn.init.kaiming_uniform_(weight, a=5 ** 0.5)
+            m.groups = 1
+            m.weight = nn.Parameter(weight)
         if not convs and isinstance(module, torch.fx.GraphModule):
             _dense_graph(module)
     return module.eval()
@@ -462,24 +468,42 @@ def _graph_costs(gm, input_shape) -> list[LayerRow]:
 
 def blocks(module, depth: int = 1) -> list[str]:
     """Module paths of the blocks to rank or keep in fp32: the zoo's named blocks, else the
-    modules ``depth`` levels down that hold parameters, in execution order."""
+    modules ``depth`` levels down that hold parameters (or less deep, where a module has no
+    such children), in the order the forward pass calls them. A container the forward pass
+    never calls itself (a ``ModuleList`` of blocks) stands for its children, so every
+    parameter of the model is in some block at every depth."""
     if hasattr(module, "named_blocks"):
         return [n for n, _ in module.named_blocks()]
     import torch
     if depth < 1:
         raise ValueError(f"--depth {depth}: must be 1 or more")
-    order: list[str] = []
-    paths = {m: n for n, m in module.named_modules() if n and n.count(".") == depth - 1
-             and any(True for _ in m.parameters())}
-    hooks = [m.register_forward_pre_hook(lambda m, i, n=n: order.append(n) if n not in order else None)
-             for m, n in paths.items()]
+    first_call: dict[str, int] = {}
+
+    def seen(name):
+        def hook(_m, _inputs):
+            first_call.setdefault(name, len(first_call))
+        return hook
+
+    hooks = [m.register_forward_pre_hook(seen(n)) for n, m in module.named_modules() if n]
     try:
         with torch.no_grad():
             module.eval()(torch.zeros(1, *module.input_shape))
     finally:
         for h in hooks:
             h.remove()
-    return order
+
+    def kids(name, m):
+        return [(f"{name}.{c}" if name else c, ch) for c, ch in m.named_children()
+                if any(True for _ in ch.parameters())]
+
+    def pick(name, m, level) -> list[str]:
+        inner = kids(name, m)
+        if name in first_call and (level >= depth or not inner):
+            return [name]
+        return [p for n, ch in inner for p in pick(n, ch, level + 1)]
+
+    found = [p for n, ch in kids("", module) for p in pick(n, ch, 1)]
+    return sorted(dict.fromkeys(found), key=first_call.__getitem__)
 
 
 def check_module_paths(module, names, what: str = "--keep-fp32") -> None:

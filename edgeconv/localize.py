@@ -161,6 +161,8 @@ def localize(model: nn.Module, calib: np.ndarray, x: np.ndarray | None = None, *
     """
     from .card import blocks
     x = calib if x is None else x
+    if isinstance(model, torch.fx.GraphModule):
+        batch = 1  # a .pt2 program was captured for one sample
     names = blocks(model, depth)
     mods = dict(model.named_modules())
     arch = getattr(model, "arch", None) or {b: type(mods[b]).__name__ for b in names}

@@ -1,4 +1,4 @@
-"""``edgeconv run``: model -> twin -> train -> export -> verify -> check -> bench -> report.
+"""``edgeconv run``: model -> twin -> train -> export -> verify -> check -> [sweep] -> bench -> report.
 
 Each stage reads what the previous ones wrote into the run folder and records itself as done
 in ``run.json``; running the same command again skips the finished stages, so an
@@ -12,14 +12,25 @@ Run folder::
     models.json               per-block costs of the model and its twin
     checkpoints/{model,twin}.pt + .json   trained weights and held-out accuracy (digits)
     artifacts/{model,twin}/   exported files, manifest.json, verify.json, accuracy.json
+    sweep/<variant-id>/       with a [sweep] table: one artifact folder per variant, with
+                              verify.json, accuracy.json and variant.json; sweep.json
     results.jsonl             one benchmark record per (file, runtime, device, threads)
     report.html, report.md, report.json, plots/*.png
 
 The config (TOML) has one table per stage; every key is checked, with the table it belongs
-to, before any stage runs, as are the model, the data, the weights and the devices.
+to, before any stage runs, as are the model, the data, the weights and the devices; a
+``cluster`` that does not answer is an error before any stage runs.
+
+A ``[sweep]`` table (models, widths, input_sizes, recipes: a list of tables of
+``QuantRecipe`` fields) adds the variants model x width x input size x recipe: each is built,
+trained on the digits when the run's data is the digits, exported in the run's formats and
+precisions, verified, and checked when trained (``run_variant``), as Ray tasks over the
+cluster's nodes (``edgeconv.cluster.sweep``); a rerun runs only the variants not yet in
+``sweep/``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -28,9 +39,9 @@ from pathlib import Path
 
 from .artifact import FORMATS, PRECISIONS, RUNTIMES, FolderLock, ensure_writable, write_json_atomic
 
-STAGES = ("build", "train", "export", "verify", "check", "bench", "report")
+STAGES = ("build", "train", "export", "verify", "check", "sweep", "bench", "report")
 RUN_FILES = ("run.json", "models.json", "results.jsonl", "report.html", "report.md", "report.json")
-RUN_FOLDERS = ("checkpoints", "artifacts", "plots")
+RUN_FOLDERS = ("checkpoints", "artifacts", "plots", "sweep")
 SIDES = ("model", "twin")
 ALLOWED = {"formats": tuple(FORMATS), "precisions": PRECISIONS, "runtimes": RUNTIMES}
 SECTIONS = {
@@ -39,14 +50,18 @@ SECTIONS = {
     "train": ("train_epochs",),
     "export": ("formats", "precisions", "max_drop"),
     "quant": ("quant",),
-    "bench": ("devices", "inventory", "runtimes", "threads", "warmup", "min_runs", "min_seconds"),
+    "bench": ("devices", "inventory", "runtimes", "threads", "warmup", "min_runs", "min_seconds", "cluster"),
+    "sweep": ("models", "widths", "input_sizes", "recipes"),
 }
+# Where a run computes, not what: a run resumes on another cluster address.
+NOT_COMPARED = ("cluster",)
 
 
 @dataclass
 class RunConfig:
     """The TOML config of ``edgeconv run``; every key optional (the embedded default). The
-    ``[quant]`` table is the int8 recipe (``edgeconv.quantize.QuantRecipe``)."""
+    ``[quant]`` table is the int8 recipe (``edgeconv.quantize.QuantRecipe``), the ``[sweep]``
+    table the variants of ``sweep_variants``."""
     model: str = "tiny"
     pretrained: bool = False
     weights: str = ""
@@ -67,6 +82,8 @@ class RunConfig:
     warmup: int = 10
     min_runs: int = 50
     min_seconds: float = 3.0
+    cluster: str = ""
+    sweep: dict = field(default_factory=dict)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> RunConfig:
@@ -102,7 +119,10 @@ class RunConfig:
                     raise ValueError(f"unknown key {key!r}; allowed keys: {', '.join(SECTIONS[section])} (in [{section}])")
                 if home[key] != section:
                     raise ValueError(f"key {key!r} is in [{section}] but belongs in [{home[key]}]")
-                flat[key] = v
+                if section == "sweep":
+                    flat.setdefault("sweep", {})[key] = v
+                else:
+                    flat[key] = v
         return cls(**flat)
 
     @classmethod
@@ -126,6 +146,9 @@ class RunConfig:
             self.data = str(base / self.data)
         if isinstance(self.model, str) and self.model.endswith(".toml") and not Path(self.model).is_absolute():
             self.model = str(base / self.model)
+        if isinstance(self.sweep.get("models"), list):
+            self.sweep["models"] = [str(base / m) if isinstance(m, str) and m.endswith(".toml") and
+                                    not Path(m).is_absolute() else m for m in self.sweep["models"]]
 
     def recipe(self):
         from .quantize import QuantRecipe
@@ -165,7 +188,13 @@ class RunConfig:
         except ValueError as e:
             raise ValueError(f"[quant]: {e}") from None
         self.timing()
+        if self.cluster:
+            from .cluster import resolve
+            if self.cluster != "auto":
+                resolve(self.cluster)
         self._validate_names()
+        if self.sweep:
+            sweep_variants(self)
 
     def timing(self):
         """The bench stage's timing (``edgeconv.benchmark.TimingConfig``, which checks it)."""
@@ -238,6 +267,126 @@ class RunConfig:
                              "(drop class_index or set data to an image folder)")
 
 
+def _compared(config: dict | None) -> dict | None:
+    """A run's config as far as it decides the results: a key the run was written without reads
+    as its default."""
+    if not isinstance(config, dict):
+        return config
+    return {k: v for k, v in {**asdict(RunConfig()), **config}.items() if k not in NOT_COMPARED}
+
+
+# -- sweeps -----------------------------------------------------------------------------------------
+@dataclass
+class Variant:
+    """One point of a ``[sweep]``: a zoo model (or arch-string spec file) at a width and input
+    size, quantized with a recipe (a table of ``QuantRecipe`` fields)."""
+    model: str
+    width: float
+    input_size: int
+    recipe: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """The variant's folder name; the recipe enters as a hash of all its fields, so
+        reordering the config's lists keeps every finished variant."""
+        from .quantize import QuantRecipe
+        recipe = json.dumps(QuantRecipe.from_dict(self.recipe).to_dict(), sort_keys=True)
+        return (f"{Path(self.model).stem}-w{self.width:g}-r{self.input_size}-"
+                f"q{hashlib.sha256(recipe.encode()).hexdigest()[:8]}")
+
+
+def sweep_variants(cfg: RunConfig) -> list[Variant]:
+    """Every model x width x input size x recipe of the ``[sweep]`` table of ``cfg``. A key left
+    out keeps the run's own (its model, the model's width, the run's input size, its ``[quant]``);
+    every value is checked, naming the key and what it takes."""
+    from .quantize import QuantRecipe
+    from .zoo import list_models, load_spec
+    sw = cfg.sweep
+
+    def listed(key: str, ok, what: str, default) -> list:
+        if key not in sw:
+            return [default]
+        v = sw[key]
+        if not isinstance(v, list) or not v or not all(ok(x) for x in v):
+            raise ValueError(f"[sweep] {key} = {v!r}: {what} (leave the key out for the run's own)")
+        return v
+
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+    models = listed("models", lambda m: isinstance(m, str) and (m in list_models() or m.endswith(".toml")),
+                    f"a list of zoo models ({', '.join(list_models())}) or arch-string spec .toml files", cfg.model)
+    widths = listed("widths", lambda w: number(w) and 0 < w <= 16,
+                    "a list of width multipliers > 0, e.g. [0.5, 0.75, 1.0]", None)
+    sizes = listed("input_sizes", lambda s: isinstance(s, int) and not isinstance(s, bool) and s >= 1,
+                   "a list of input sizes in pixels, e.g. [128, 160, 224]", cfg.input_size or None)
+    recipes = listed("recipes", lambda r: isinstance(r, dict),
+                     "a list of tables of int8 recipe fields, e.g. [{}, {method = \"minmax\"}]", cfg.quant)
+    for i, r in enumerate(recipes):
+        try:
+            QuantRecipe.from_dict(r)
+        except ValueError as e:
+            raise ValueError(f"[sweep] recipes[{i}]: {e}") from None
+    out: dict[str, Variant] = {}
+    for m in models:
+        try:
+            spec = load_spec(m)
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(f"[sweep] models: {m!r}: {e} (a sweep takes zoo models and arch-string spec files, "
+                             "not model cards)") from None
+        for w in widths:
+            for size in sizes:
+                try:
+                    v = spec.with_overrides(width=None if w is None else float(w), input_size=size)
+                except ValueError as e:
+                    raise ValueError(f"[sweep] {m} at width {w}, input size {size}: {e}") from None
+                for r in recipes:
+                    var = Variant(m, float(v.width), v.input_size, dict(r))
+                    out.setdefault(var.id, var)
+    return list(out.values())
+
+
+def run_variant(cfg: RunConfig, v: Variant, out: str | Path, threads: int | None = None,
+                about: dict | None = None) -> dict:
+    """One sweep variant into the folder ``out``: build it, train it when the run's data is the
+    digits (so its int8 check means something), export the run's formats and precisions with
+    the variant's recipe, verify, and check on the run's data when trained. Writes
+    ``variant.json`` (with ``about``) beside the files and returns it."""
+    from .accuracy import check
+    from .data import calibration
+    from .exporters import export
+    from .parity import verify
+    from .quantize import QuantRecipe
+    from .train import TrainConfig, set_threads, train
+    from .zoo import create_model
+    t0 = time.perf_counter()
+    threads = set_threads(threads)
+    model = create_model(v.model, width=v.width, input_size=v.input_size)
+    info = {"id": v.id, "model": v.model, "width": v.width, "input_size": v.input_size, "recipe": v.recipe,
+            **(about or {})}
+    trained = cfg.data == "digits" and model.card.num_classes == 10
+    if trained:
+        tc = TrainConfig(epochs=cfg.train_epochs, threads=threads) if cfg.train_epochs else TrainConfig(threads=threads)
+        metrics = train(model, "digits", tc, log=None)
+        info["train"] = {k: m for k, m in metrics.items() if isinstance(m, (int, float, str))}
+    recipe = QuantRecipe.from_dict(v.recipe)
+    calib_x, calib_info = None, None
+    if "int8" in cfg.precisions:
+        calib = calibration(cfg.data, model, recipe.calib_count, cfg.class_index or None)
+        calib_x, calib_info = calib.x, calib.describe()
+    art = export(model, calib=calib_x, out=out, force=True, formats=cfg.formats, precisions=cfg.precisions,
+                 recipe=recipe, calib_info=calib_info)
+    info["export_errors"] = [e["message"] for e in art.errors]
+    info["verify_ok"] = verify(art)["ok"]
+    if trained:
+        res = check(art, cfg.data, class_index=cfg.class_index or None, max_drop=cfg.max_drop,
+                    limit=cfg.eval_limit or None)
+        info["check"] = "ok" if res["ok"] else f"int8 drop above {cfg.max_drop} points"
+    else:
+        info["check"] = "skipped: random weights (not trained on this data)"
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    write_json_atomic(Path(out) / "variant.json", info)
+    return info
+
+
 class Run:
     def __init__(self, folder: str | Path, config: RunConfig, log=print, progress=None):
         self.dir = Path(folder)
@@ -254,7 +403,7 @@ class Run:
                     isinstance(v, dict) for v in state["stages"].values()):
                 raise ValueError(f"{self.state_path} is not a run record (an object with 'config' and a "
                                  "'stages' table); start over with --force")
-            if state.get("config") != asdict(config):
+            if _compared(state.get("config")) != _compared(asdict(config)):
                 raise ValueError(f"{self.dir} holds a run with another config; use a new folder or "
                                  "--force to start over")
             self.state = state
@@ -374,12 +523,19 @@ class Run:
             info[side] = res["ok"]
         return info
 
+    def sweep(self):
+        if not self.cfg.sweep:
+            return {"skipped": "no [sweep] table"}
+        from .cluster import sweep
+        res = sweep(self.cfg, self.dir / "sweep", self.cfg.cluster or None, log=self.log)
+        return {"variants": len(res["variants"]), "ran": len(res["ran"]), "seconds": res["seconds"]}
+
     def bench(self):
         from .benchmark import bench
         recs = bench([self.dir / "artifacts" / "model", self.dir / "artifacts" / "twin"], self.cfg.devices,
                      self.dir / "results.jsonl", inventory=self.cfg.inventory or None,
                      runtimes=self.cfg.runtimes or None, threads=tuple(self.cfg.threads), cfg=self.cfg.timing(),
-                     progress=self.progress)
+                     progress=self.progress, cluster=self.cfg.cluster or None)
         return {"records": len(recs), "errors": sum(r.get("status") != "ok" for r in recs)}
 
     def report(self):
@@ -406,7 +562,8 @@ def _clear_run(out: Path, force: bool) -> None:
     if force:
         for path in _run_files(out):
             path.unlink()
-        for folder in [out / "artifacts" / side for side in SIDES] + [out / name for name in RUN_FOLDERS]:
+        sweep = [p for p in (out / "sweep").iterdir() if p.is_dir()] if (out / "sweep").is_dir() else []
+        for folder in [out / "artifacts" / side for side in SIDES] + sweep + [out / name for name in RUN_FOLDERS]:
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
 
@@ -417,12 +574,14 @@ def _run_files(out: Path) -> list[Path]:
     from .artifact import Artifact, ArtifactError
     names = list(RUN_FILES) + [f"checkpoints/{side}{ext}" for side in SIDES for ext in (".pt", ".json")]
     names += [f"plots/{p}.png" for p in ("cost", "latency", "twin_speedup", "accuracy")]
-    for side in SIDES:
-        folder = out / "artifacts" / side
+    variants = sorted(p.name for p in (out / "sweep").iterdir() if p.is_dir()) if (out / "sweep").is_dir() else []
+    names += ["sweep/sweep.json"] + [f"sweep/{v}/variant.json" for v in variants]
+    for rel in [f"artifacts/{side}" for side in SIDES] + [f"sweep/{v}" for v in variants]:
+        folder = out / rel
         if not (folder / "manifest.json").is_file():
             continue
         try:
-            names += [f"artifacts/{side}/{name}" for name in Artifact.load(folder).own_files()]
+            names += [f"{rel}/{name}" for name in Artifact.load(folder).own_files()]
         except ArtifactError as e:
             raise FileExistsError(f"{folder} holds a manifest edgeconv cannot read, so --force cannot tell which "
                                   f"files there the run wrote and deletes none: remove {folder} yourself or choose "
@@ -437,6 +596,9 @@ def run(config: RunConfig | str | Path | None = None, out: str | Path = "runs/de
     the run writes to it."""
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_toml(config) if config else RunConfig()
     cfg.validate()
+    if cfg.cluster:
+        from .cluster import connect
+        connect(cfg.cluster)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} is a file; --out names a run folder")

@@ -105,8 +105,8 @@ def peak_module(chs: int, hw: int):
 
 
 def plan_profile(model: str, out: str | Path, *, fmt: str, precision: str, calib: str = "digits",
-                 class_index=None, weights=None, input_size=None, depth: int = 1, recipe=None, force=False,
-                 log=print) -> list:
+                 class_index=None, weights=None, pretrained=False, input_size=None, width=None, depth: int = 1,
+                 recipe=None, force=False, log=print) -> list:
     """Export the micro-models of ``model`` and its twin (and the whole models and the peak conv)
     into ``out`` and return the bench jobs that time them."""
     import torch
@@ -124,7 +124,7 @@ def plan_profile(model: str, out: str | Path, *, fmt: str, precision: str, calib
     recipe = recipe or QuantRecipe()
     out = Path(out)
     jobs = []
-    for side, net in model_pair(model, weights, input_size):
+    for side, net in model_pair(model, weights, input_size, pretrained, width):
         twin = side == "twin"
         ds = calibration(calib, net, recipe.calib_count, class_index)
         names = blocks(net, depth)
@@ -183,8 +183,8 @@ def _recipe_for(recipe, block: str):
 
 def profile(model: str, device: str = "local", *, runtime: str = "onnxruntime", precision: str = "int8",
             results: str | Path | None = None, out: str | Path | None = None, inventory=None,
-            calib: str = "digits", class_index=None, weights=None, input_size=None, depth: int = 1, recipe=None,
-            cfg=None, threads: int = 1, force=False, progress=None, log=print) -> dict:
+            calib: str = "digits", class_index=None, weights=None, pretrained=False, input_size=None, width=None,
+            depth: int = 1, recipe=None, cfg=None, threads: int = 1, force=False, progress=None, log=print) -> dict:
     """``edgeconv profile``: export ``model``'s and its twin's blocks as micro-models into ``out``,
     time them with the whole models and a dense conv on ``device`` (records into ``results``,
     default ``out/results.jsonl``), write ``out/report.html`` (the per-block table, the bars and
@@ -198,9 +198,11 @@ def profile(model: str, device: str = "local", *, runtime: str = "onnxruntime", 
     dev = get_device(device, inventory)
     if dev.runtimes and runtime not in dev.runtimes:
         raise ValueError(f"device {device!r} runs {', '.join(dev.runtimes)}, not {runtime}")
-    out = Path(out or Path("profiles") / f"{Path(str(model)).stem}_{runtime}")
+    variant = (f"_w{width:g}" if width else "") + (f"_{input_size}px" if input_size else "")
+    out = Path(out or Path("profiles") / f"{Path(str(model)).stem}{variant}_{runtime}")
     jobs = plan_profile(model, out, fmt=fmt, precision=precision, calib=calib, class_index=class_index,
-                        weights=weights, input_size=input_size, depth=depth, recipe=recipe, force=force, log=log)
+                        weights=weights, pretrained=pretrained, input_size=input_size, width=width, depth=depth,
+                        recipe=recipe, force=force, log=log)
     for j in jobs:
         j.threads = threads
     rf = ResultsFile(results or out / "results.jsonl")

@@ -193,6 +193,35 @@ def fuse_clamp_annotations(gm):
     return gm
 
 
+def share_through(gm, skip=lambda n: False):
+    """Quantize an activation or pooling op (ReLU, ReLU6, mean, average or max pooling) that the
+    stock annotators left float although its input is int8, with its input's parameters. The
+    stock PT2E quantizers annotate these only in patterns they know (conv -> relu, add -> relu
+    feeding a conv); elsewhere, e.g. a ShuffleNet unit's ``relu(x + y)`` feeding the global mean,
+    the op ran in float between a dequantize and a quantize: an fp32 island. Sharing the input's
+    parameters is exact for ReLU and max pooling and keeps averages within their input's range.
+    Nodes ``skip`` says no to (``keep_fp32`` modules) stay float."""
+    import torch
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+    aten = torch.ops.aten
+    ops = (aten.relu.default, aten.relu_.default, aten.hardtanh.default, aten.hardtanh_.default, aten.mean.dim,
+           aten.adaptive_avg_pool2d.default, aten.avg_pool2d.default, aten.max_pool2d.default)
+    key = "quantization_annotation"
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or n.target not in ops or skip(n):
+            continue
+        ann = n.meta.get(key)
+        if ann is not None and (ann.output_qspec is not None or ann.input_qspec_map):
+            continue
+        src = n.args[0]
+        src_ann = src.meta.get(key) if isinstance(src, torch.fx.Node) else None
+        if src_ann is None or src_ann.output_qspec is None:
+            continue
+        n.meta[key] = QuantizationAnnotation(input_qspec_map={src: SharedQuantizationSpec(src)},
+                                             output_qspec=SharedQuantizationSpec((src, n)), _annotated=True)
+    return gm
+
+
 def is_zero_pad(n) -> bool:
     """``F.pad(x, pads)`` / ``constant_pad_nd`` with the value 0 (TensorFlow SAME padding)."""
     import torch
@@ -255,9 +284,9 @@ def make_quantizer(backend: str, recipe: QuantRecipe):
     """A fresh PT2E quantizer for ``backend`` ("xnnpack": ExecuTorch and the localisation
     simulation; "litert": TFLite) set up by ``recipe``: per-channel symmetric int8 weights,
     per-tensor int8 activations, the ``keep_fp32`` modules unannotated (float), conv outputs
-    quantized after their ReLU6 (``fuse_clamp_annotations``); for XNNPACK, zero pads keep their
-    input's int8 parameters (``share_pad_annotations``). ``.inner`` is the backend's own quantizer
-    object."""
+    quantized after their ReLU6 (``fuse_clamp_annotations``), activations and pooling the stock
+    annotators miss made int8 (``share_through``); for XNNPACK, zero pads keep their input's int8
+    parameters (``share_pad_annotations``). ``.inner`` is the backend's own quantizer object."""
     from torchao.quantization.pt2e.quantizer import Quantizer
     if backend == "xnnpack":
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -275,6 +304,11 @@ def make_quantizer(backend: str, recipe: QuantRecipe):
     for name in recipe.keep_fp32:
         # set_module_name(name, None) asserts in these quantizers; their annotators skip a None config
         inner.module_name_config[name] = None
+    from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+    kept = [get_module_name_filter(name) for name in recipe.keep_fp32]
+
+    def fix(gm):
+        return extra(share_through(fuse_clamp_annotations(gm), skip=lambda n: any(f(n) for f in kept)))
 
     class RecipeQuantizer(Quantizer):
         def transform_for_annotation(self, model):
@@ -282,7 +316,7 @@ def make_quantizer(backend: str, recipe: QuantRecipe):
 
         def annotate(self, model):
             with scope():
-                return extra(fuse_clamp_annotations(inner.annotate(model)))
+                return fix(inner.annotate(model))
 
         def validate(self, model):
             return inner.validate(model)
@@ -307,14 +341,11 @@ def quantize_pt2e(module, example, samples, backend: str, recipe: QuantRecipe, *
     exported = torch.export.export(module.eval(), (example,)).module()
     if before_prepare is not None:
         before_prepare(exported)
-    reference = copy.deepcopy(exported) if recipe.bias_correction else None
     gm = prepare_pt2e(exported, quantizer)
-    with torch.no_grad():
-        for x in samples:
-            gm(x)
+    targets = calibrate(gm, samples, float_means=recipe.bias_correction)
     gm = convert_pt2e(gm, fold_quantize=fold_quantize)
-    if reference is not None:
-        bias_correct(gm, reference, samples)
+    if recipe.bias_correction:
+        bias_correct(gm, None, samples, targets=targets)
     return gm, quantizer
 
 
@@ -361,12 +392,62 @@ def _per_sample(gm, on_output):
     return PerSample(gm)
 
 
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread inside: the calibration and bias-correction passes run one batch-1
+    sample at a time, where splitting each op over threads gains at most the core count on an
+    idle machine and loses several times over when another process holds a core (2 cores,
+    load 4: ~5x slower than one thread). The int8 graph then no longer depends on the machine's
+    core count either: convolutions and means round alike whatever it is."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def calibrate(gm, samples, *, float_means: bool = False):
+    """Feed ``samples`` (batch-1 tensors) one at a time through a ``prepare_pt2e`` graph, so its
+    observers see them. With ``float_means``, the same pass also returns the per-channel mean
+    of every conv and linear output in graph order: the float model's, since observers pass
+    their input through, which spares ``bias_correct`` a float pass of its own."""
+    import torch
+    linear_ops = _linear_ops()
+
+    class FloatMeans(torch.fx.Interpreter):
+        def __init__(self, module):
+            super().__init__(module)
+            self.means = []
+
+        def run_node(self, n):
+            out = super().run_node(n)
+            if n.op == "call_function" and n.target in linear_ops and isinstance(out, torch.Tensor):
+                self.means.append(out.mean(dim=[d for d in range(out.dim()) if d != 1]))
+            return out
+
+    with torch.no_grad(), one_thread():
+        if not float_means:
+            for x in samples:
+                gm(x)
+            return None
+        per_sample = []
+        for x in samples:
+            run = FloatMeans(gm)
+            run.run(x)
+            per_sample.append(run.means)
+    if not per_sample:
+        return []
+    return [torch.stack([means[k] for means in per_sample]).mean(0) for k in range(len(per_sample[0]))]
+
+
 def _channel_mean(values):
     import torch
     return torch.stack([v.mean(dim=[d for d in range(v.dim()) if d != 1]) for v in values]).mean(0)
 
 
-def bias_correct(quantized, reference, samples) -> int:
+def bias_correct(quantized, reference, samples, *, targets=None) -> int:
     """Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization", section 4.2;
     Finkelstein et al. 2019): int8 weights and inputs shift the *mean* of a conv's output
     channels, and the shift adds up through the network. For every conv and linear with a
@@ -374,12 +455,14 @@ def bias_correct(quantized, reference, samples) -> int:
     (and over pixels) is measured in the ``quantized`` graph, already corrected up to that
     layer, and in the float ``reference`` graph (the same export before quantization); the
     difference is subtracted from the bias. Layers are matched by their order in the two graphs.
-    Returns how many biases changed."""
+    ``targets``, the float means if already known (``calibrate(..., float_means=True)``), stand in
+    for ``reference``. Returns how many biases changed."""
     import torch
     from torch import nn
-    targets: list[torch.Tensor] = []
-    with torch.no_grad():
-        _per_sample(reference, lambda n, out: targets.append(_channel_mean(out)) or out).run(_Samples(samples))
+    if targets is None:
+        targets = []
+        with torch.no_grad(), one_thread():
+            _per_sample(reference, lambda n, out: targets.append(_channel_mean(out)) or out).run(_Samples(samples))
     layers = [n for n in quantized.graph.nodes if n.op == "call_function" and n.target in _linear_ops()]
     if len(layers) != len(targets):
         raise RuntimeError(f"bias correction: the int8 graph has {len(layers)} convs/linears, "
@@ -402,6 +485,6 @@ def bias_correct(quantized, reference, samples) -> int:
         view = (1, -1) + (1,) * (out[0].dim() - 2)
         return _Samples(v - shift.reshape(view) for v in out)
 
-    with torch.no_grad():
+    with torch.no_grad(), one_thread():
         _per_sample(quantized, correct).run(_Samples(samples))
     return changed

@@ -105,14 +105,12 @@ def configure(verbose: bool = False, log_file: str | None = None) -> None:
             warnings.filterwarnings("ignore", category=cat, module=own)  # API notices aimed at developers
     # A crash inside a native block must not be silent: fatal-signal tracebacks go to the
     # terminal's stderr even while fd 2 is redirected.
-    # One such file per process: a second configure() (the CLI run twice in one process, as
-    # tests do) would otherwise drop the first unclosed, and its ResourceWarning reach the user.
-    try:
-        if _state.get("fault_file") is None:
+    if _state.get("fault_file") is None:
+        try:
             _state["fault_file"] = os.fdopen(os.dup(2), "w", closefd=True)
-        faulthandler.enable(file=_state["fault_file"])
-    except (OSError, ValueError, io.UnsupportedOperation):
-        pass
+            faulthandler.enable(file=_state["fault_file"])
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
 
 
 def keep_on_terminal(*consoles) -> None:

@@ -193,11 +193,13 @@ def create_model(name, twin: bool = False, *, pretrained: bool = False, seed: in
     return model.eval()
 
 
-def model_pair(model, weights=None, input_size=None) -> list[tuple[str, nn.Module]]:
-    """``[("model", the model with ``weights`` loaded), ("twin", its standard-conv twin)]``."""
+def model_pair(model, weights=None, input_size=None, pretrained: bool = False, width=None) -> list[tuple[str, nn.Module]]:
+    """``[("model", the model with ``weights`` (or its pretrained ones) loaded), ("twin", its
+    standard-conv twin)]``."""
     out = []
     for side in ("model", "twin"):
-        net = create_model(model, twin=side == "twin", input_size=input_size)
+        net = create_model(model, twin=side == "twin", input_size=input_size, width=width,
+                           pretrained=pretrained and side == "model")
         if weights and side == "model":
             load_weights(net, weights)
         out.append((side, net))

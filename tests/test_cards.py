@@ -45,7 +45,7 @@ def trained_card(request, tmp_path_factory):
 
 def test_info_counts_every_conv_and_the_twin_by_formula(trained_card):
     name, card, _ = trained_card
-    res = json.loads(run("info", card, "--json").output)
+    res = json.loads(run("info", card, "--json").stdout)
     model = create_model(card)
     convs = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
     rows = {r["name"]: r for r in res["cost"]["blocks"]}
@@ -71,10 +71,17 @@ def test_exported_every_conv_int8_verified_and_checked(trained_card):
     assert not list(art.path.glob("*.pkl")) and (art.path / "reference.pt").exists()
     torch.load(art.path / "reference.pt", weights_only=True)  # a state dict: loads without running code
     n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in create_model(card).modules())
+    # ExecuTorch 1.5.1's XNNPACK partitioner has no int8 average pooling (AvgPoolingConfig: fp32 only):
+    # the ShuffleNet unit's shortcut pool, and the zero pad before it, run in fp32 inside the delegate
+    upstream = {"avg_pool2d (fp32 inside XNNPACK)", "constant_pad_nd (fp32 inside XNNPACK)"}
     for e in art.files.values():
         if e.precision == "int8":
-            assert e.int8_report["convs"] == e.int8_report["convs_int8"] == n_convs, (e.format, e.int8_report)
-            assert e.int8_report["ops_int8"] == e.int8_report["ops"], (e.format, e.int8_report["float_ops"])
+            r = e.int8_report
+            assert r["convs"] == r["convs_int8"] == n_convs, (e.format, r)
+            if e.format == "executorch" and name == "shufflenetish":
+                assert set(r["float_ops"]) == upstream and r["ops_int8"] == r["ops"] - sum(r["float_ops"].values())
+            else:
+                assert r["ops_int8"] == r["ops"], (e.format, r["float_ops"])
     run("verify", root / "art")
     res = run("check", root / "art", "--data", "digits", "--limit", "200")
     acc = json.loads((root / "art" / "accuracy.json").read_text())
@@ -83,9 +90,9 @@ def test_exported_every_conv_int8_verified_and_checked(trained_card):
 
 def test_localize_and_keep_fp32_take_module_paths(trained_card):
     name, card, root = trained_card
-    first = "features.1" if name == "mobilenet_v2ish" else "stage2"
+    first, depth = ("features.1", "2") if name == "mobilenet_v2ish" else ("stage2", "1")
     run("check", root / "art", "--data", "digits", "--limit", "64", "--formats", "onnx", "--localize",
-        "--keep-fp32", first)
+        "--depth", depth, "--keep-fp32", first, "--max-drop", "100")  # about blocks; one image here is 1.6 points
     acc = json.loads((root / "art" / "accuracy.json").read_text())
     names = [b["name"] for b in acc["localize"]["blocks"]]
     assert first in names and len(names) >= 4
@@ -214,7 +221,7 @@ def test_pt2_program_card_with_its_twin(tmp_path):
     torch.export.save(torch.export.export(model, (torch.zeros(1, 3, 32, 32),)), tmp_path / "shuffle.pt2")
     card = tmp_path / "card.toml"
     card.write_text('source = "shuffle.pt2"\ninput_size = 32\nnum_classes = 10\n')
-    info = json.loads(run("info", card, "--json").output)
+    info = json.loads(run("info", card, "--json").stdout)
     from edgeconv.cost import count_macs
     assert info["cost"]["macs"] == count_macs(model, (3, 32, 32))
     assert info["twin_cost"]["macs"] > 3 * info["cost"]["macs"]

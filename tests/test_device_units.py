@@ -126,6 +126,24 @@ def test_example_inventory_parses():
     assert {d["transport"] for d in devs.values()} == {"ssh", "adb", "qemu-arm64", "local"}
 
 
+def test_inventory_node_key(tmp_path):
+    """`node` (the host that drives a device on a Ray cluster) is checked, and a device's key and
+    known_hosts are then that host's files: relative paths are refused, ~ is kept for it."""
+    from edgeconv.device.inventory import load_inventory
+    lab = load_inventory(Path(__file__).parent.parent / "bench_device" / "lab.example.toml")
+    assert len(lab) == 40 and len({d["node"] for d in lab.values()}) == 10
+    inv = tmp_path / "devices.toml"
+    inv.write_text('[devices.pi]\ntransport = "ssh"\nhost = "10.0.0.2"\nkey = "~/.ssh/lab"\nnode = "lab-host-2"\n')
+    dev = get_device("pi", inv)
+    assert dev.node == "lab-host-2" and dev.key == "~/.ssh/lab"
+    inv.write_text('[devices.pi]\ntransport = "ssh"\nhost = "10.0.0.2"\nnode = 2\n')
+    with pytest.raises(ValueError, match="node = 2; name the Ray node that drives it"):
+        get_device("pi", inv)
+    inv.write_text('[devices.pi]\ntransport = "ssh"\nhost = "10.0.0.2"\nknown_hosts = "kh"\nnode = "h2"\n')
+    with pytest.raises(ValueError, match="known_hosts = 'kh' is relative, but the device is driven by node 'h2'"):
+        get_device("pi", inv)
+
+
 def test_qemu_missing_says_how_to_build(monkeypatch, tmp_path):
     monkeypatch.setenv("EDGECONV_CACHE", str(tmp_path))
     with pytest.raises(TransportError, match="setup_arm64.sh"):

@@ -13,9 +13,9 @@ from edgeconv.data import load_data
 from edgeconv.artifact import FORMATS as _FORMATS, Artifact, sha256
 from edgeconv.exporters import export
 from edgeconv.parity import Thresholds, verify
-from edgeconv.zoo import create_model, list_models
+from edgeconv.zoo import create_model, list_models, load_spec
 
-SMALL = {"tiny": 32, "mobilenet_v1": 64, "mobilenet_v2": 64, "efficientnet_lite0": 64}
+SMALL = {n: min(load_spec(n).input_size, 64) for n in list_models()}  # every zoo model, at most 64x64
 FORMATS = list(_FORMATS)
 MIN_INT8_SQNR_DB = 20.0  # int8 logits vs fp32 eager on held-out real digits
 

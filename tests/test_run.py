@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeconv.cli import main
+from edgeconv.artifact import FORMATS, PRECISIONS
 from edgeconv.pipeline import STAGES, RunConfig
 
 FAST = """
@@ -49,14 +50,15 @@ def test_every_stage_recorded_and_consistent(finished_run):
     for side in ("model", "twin"):
         assert (d / "checkpoints" / f"{side}.pt").exists()
         man = json.loads((d / "artifacts" / side / "manifest.json").read_text())
-        assert len(man["files"]) == 6 and not man["errors"]
+        assert len(man["files"]) == len(FORMATS) * len(PRECISIONS) and not man["errors"]
         assert man["macs"] == models[side]["cost"]["macs"]
         assert json.loads((d / "artifacts" / side / "verify.json").read_text())["ok"]
         acc = json.loads((d / "artifacts" / side / "accuracy.json").read_text())
         assert {r["runtime"] for r in acc["rows"]} == {"onnxruntime", "litert", "executorch"}
         assert acc["data"]["count"] == 500
     records = [json.loads(line) for line in (d / "results.jsonl").read_text().splitlines()]
-    assert len(records) == 12 and all(r["status"] == "ok" and len(r["samples_ms"]) >= 10 for r in records)
+    assert len(records) == 2 * len(FORMATS) * len(PRECISIONS)
+    assert all(r["status"] == "ok" and len(r["samples_ms"]) >= 10 for r in records)
     shas = {e["sha256"] for side in ("model", "twin")
             for e in json.loads((d / "artifacts" / side / "manifest.json").read_text())["files"].values()}
     assert {r["sha256"] for r in records} == shas
@@ -173,10 +175,13 @@ def test_broken_config_names_key_and_allowed_values(tmp_path, text, message):
     assert not (tmp_path / "run").exists()
 
 
-def test_default_config_is_valid():
-    cfg = RunConfig()
-    cfg.validate()
-    assert cfg.model == "tiny" and cfg.data == "digits" and cfg.devices == ["local"]
+def test_every_config_key_has_one_table():
+    from dataclasses import fields
+
+    from edgeconv.pipeline import SECTIONS
+    keys = [k for keys in SECTIONS.values() for k in keys]
+    assert sorted(keys) == sorted(f.name for f in fields(RunConfig)) and len(keys) == len(set(keys))
+    RunConfig().validate()  # the embedded default needs no file, data or device
 
 
 def test_force_deletes_only_what_runs_write(tmp_path):

@@ -9,11 +9,13 @@ from edgeconv.cost import count_macs, count_params
 from edgeconv.spec import KINDS, BlockSpec, ModelSpec, parse_block
 from edgeconv.zoo import create_model, list_models, load_spec
 
-SMALL = {"mobilenet_v1": 64, "mobilenet_v2": 64, "efficientnet_lite0": 64, "tiny": 32}
+SMALL = {n: min(load_spec(n).input_size, 64) for n in list_models()}  # every zoo model, at most 64x64
 
 
 def test_zoo_lists_every_spec_file():
-    assert set(list_models()) == set(SMALL)
+    assert {"mobilenet_v1", "mobilenet_v2", "efficientnet_lite0", "tiny"} <= set(list_models())
+    from edgeconv.zoo import MODELS_DIR
+    assert MODELS_DIR.parent.name == "edgeconv"  # package data, found wherever edgeconv is installed
 
 
 @pytest.mark.parametrize("twin", [False, True], ids=["separable", "twin"])

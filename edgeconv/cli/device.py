@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..artifact import FORMATS, PRECISIONS, RUNTIMES
@@ -16,13 +17,17 @@ from .common import (MODEL_HELP, Progress, console, csv_option, err_console, fmt
 def print_records(records: list[dict]) -> None:
     from ..benchmark import record_stats
     table = Table(title="latency (ms)")
-    for col in ("device", "model", "file", "runtime", "thr", "status", "n", "p50", "p90", "mean", "CoV"):
+    on_nodes = any(r.get("node") for r in records)  # made through a cluster: say where
+    for col in ("device", *(("node",) if on_nodes else ()), "model", "file", "runtime", "thr", "status", "n",
+                "p50", "p90", "mean", "CoV"):
         table.add_column(col, justify="right" if col in ("thr", "n", "p50", "p90", "mean", "CoV") else "left")
     for r in records:
         s = record_stats(r)
         name = f"{r.get('model')}{' twin' if r.get('twin') else ''}"
         status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/]"
-        table.add_row(r["device"]["name"], name, r["file"], r["runtime"], str(r["threads"]), status,
+        node = r.get("node") or {}
+        where = (f"{node.get('hostname')} {node.get('id', '')[:8]}" if node else "-",) if on_nodes else ()
+        table.add_row(r["device"]["name"], *where, name, r["file"], r["runtime"], str(r["threads"]), status,
                       str(s["n"] or "-"), fmt(s["p50"]), fmt(s["p90"]), fmt(s["mean"]),
                       "-" if s["cov"] is None else f"{100 * s['cov']:.1f}%")
     console.print(table)
@@ -49,13 +54,27 @@ def device():
     emulated arm64 device."""
 
 
+cluster_option = click.option(
+    "--cluster", metavar="auto|HOST:PORT",
+    help="Run on a Ray cluster (pip install 'edgeconv[cluster]'): auto, or the head's address; each device runs on "
+         "the node that declares edgeconv_device:<name> (see README, \"A device lab on a Ray cluster\").")
+
+
 @device.command("check")
-@click.argument("name")
+@click.argument("name", required=False)
 @inventory_option
+@cluster_option
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
-def device_check(name, inventory, as_json):
+def device_check(name, inventory, cluster, as_json):
     """Reach device NAME, copy the agent there and report arch, cores, governor, runtimes
-    present with their versions, and what is missing with how to install it."""
+    present with their versions, and what is missing with how to install it.
+
+    With --cluster (and no NAME): every device of the inventory, the node that drives it and
+    whether it answers; exit 1 when one does not."""
+    if cluster:
+        return _check_cluster(name, inventory, cluster, as_json)
+    if not name:
+        raise click.UsageError("name the device to check (or give --cluster to check every device of the inventory)")
     from ..device import device_facts
     facts = device_facts(name, inventory)
     if as_json:
@@ -91,6 +110,31 @@ def device_check(name, inventory, as_json):
         raise click.ClickException(f"device {name}: missing runtime(s) {', '.join(missing)}")
 
 
+def _check_cluster(name, inventory, cluster, as_json):
+    from ..cluster import check_devices
+    rows = check_devices(cluster, inventory, [name] if name else None)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        table = Table(title=f"devices on the cluster at {cluster}")
+        for col in ("device", "transport", "node", "answers", "arch", "cores", "runtimes / error"):
+            table.add_column(col)
+        for r in rows:
+            node = r["node"] or {}
+            where = f"{node.get('hostname')} {node.get('ip')} {node.get('id', '')[:12]}" if node else "-"
+            if r["answers"]:
+                d = r["facts"].get("device", {})
+                rts = ", ".join(f"{k} {v}" for k, v in r["facts"].get("runtimes", {}).items() if v and "_" not in k)
+                table.add_row(r["device"], r["transport"], where, "[green]yes[/]", str(d.get("arch", "")),
+                              str(d.get("cores", "")), rts)
+            else:
+                table.add_row(r["device"], r["transport"] or "-", where, "[red]no[/]", "", "",
+                              f"[red]{escape(r['error'])}[/]")
+        console.print(table)
+    if not all(r["answers"] for r in rows):
+        sys.exit(1)
+
+
 @device.command("setup-arm64")
 @click.option("--with-executorch", is_flag=True, help="Also the ExecuTorch runtime (~2.7 GB of downloads).")
 @click.option("--force", is_flag=True, help="Build everything again.")
@@ -109,7 +153,8 @@ def setup_arm64(with_executorch, force):
 @click.command("bench")
 @click.argument("artifact_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--device", "devices", default="local", show_default=True,
-              help="Comma-separated device names (run in parallel, one thread each).")
+              help="Comma-separated device names (run in parallel, one thread each, or one Ray actor each "
+                   "with --cluster).")
 @inventory_option
 @click.option("--runtime", "runtimes", help=f"Comma-separated: {', '.join(RUNTIMES)} [default: all].")
 @click.option("--threads", default="1", show_default=True, help="Comma-separated thread counts, e.g. 1,4.")
@@ -122,9 +167,10 @@ def setup_arm64(with_executorch, force):
                    "throttling, and flag a p50 that drifts between the first and last minute.")
 @click.option("--drift-threshold", default=5.0, show_default=True, callback=positive("drift-threshold"),
               help="With --sustained: percent change of p50 that flags a run.")
+@cluster_option
 @timing_options
 def bench_cmd(artifact_dirs, devices, inventory, runtimes, threads, precision, results, force, sustained,
-              drift_threshold, warmup, min_runs, min_seconds, max_seconds, affinity):
+              drift_threshold, cluster, warmup, min_runs, min_seconds, max_seconds, affinity):
     """Time every model file of ARTIFACT_DIRS on the devices and append one record per
     (file, runtime, device, threads) to --results. Running it again resumes: runs already
     in the file with status ok are skipped (unless --force).
@@ -135,6 +181,7 @@ def bench_cmd(artifact_dirs, devices, inventory, runtimes, threads, precision, r
       edgeconv bench artifacts/tiny --device qemu-arm64 --min-runs 3 --min-seconds 0 --warmup 1
       edgeconv bench artifacts/tiny --device pi4,pixel7 --inventory devices.toml --precision int8
       edgeconv bench artifacts/tiny --device pi5 --inventory devices.toml --sustained 10
+      edgeconv bench artifacts/tiny --device local,pi5,pixel7 --inventory lab.toml --cluster auto
     """
     from ..benchmark import TimingConfig, bench
     cfg = TimingConfig(warmup, min_runs, min_seconds, max_seconds, affinity,
@@ -146,7 +193,7 @@ def bench_cmd(artifact_dirs, devices, inventory, runtimes, threads, precision, r
                      runtimes=csv_option(runtimes, RUNTIMES, "--runtime", required=False) or None,
                      threads=int_list(threads, "--threads"),
                      precisions=csv_option(precision, PRECISIONS, "--precision", required=False) or None,
-                     cfg=cfg, force=force, progress=progress)
+                     cfg=cfg, force=force, progress=progress, cluster=cluster)
     if recs:
         print_records(recs)
     else:

@@ -46,15 +46,17 @@ def print_profile(t: dict) -> None:
 @click.option("--calib", default="digits", show_default=True, help="Calibration data (as for export).")
 @click.option("--class-index", type=click.Path(dir_okay=False), help="For ImageNet-style calibration folders.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint for the model (not the twin).")
+@click.option("--pretrained", is_flag=True, help="The zoo spec's pretrained weights for the model (not the twin).")
 @click.option("--input-size", type=int, help="Input resolution.")
+@click.option("--width", type=float, help="Width multiplier (zoo models).")
 @click.option("--depth", default=1, show_default=True, callback=positive("depth", 1),
               help="Your own models: profile the modules this many levels down.")
 @click.option("--threads", default=1, show_default=True, callback=positive("threads", 1))
 @click.option("--force", is_flag=True, help="Export and time again.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 @timing_options
-def profile(model, device, inventory, runtime, precision, results, out, calib, class_index, weights, input_size,
-            depth, threads, force, as_json, warmup, min_runs, min_seconds, max_seconds, affinity):
+def profile(model, device, inventory, runtime, precision, results, out, calib, class_index, weights, pretrained,
+            input_size, width, depth, threads, force, as_json, warmup, min_runs, min_seconds, max_seconds, affinity):
     """Per-block latency of MODEL and its standard-conv twin on a device: each block exported as a
     micro-model at its real input shape (int8 calibrated on its real inputs), timed beside the
     whole model and a dense conv (the device's peak).
@@ -73,7 +75,7 @@ def profile(model, device, inventory, runtime, precision, results, out, calib, c
     with Progress() as bar:
         t = do_profile(model, device, runtime=runtime, precision=precision, results=results, out=out,
                        inventory=inventory, calib=calib, class_index=class_index, weights=weights,
-                       input_size=input_size, depth=depth, threads=threads,
+                       pretrained=pretrained, input_size=input_size, width=width, depth=depth, threads=threads,
                        cfg=TimingConfig(warmup, min_runs, min_seconds, max_seconds, affinity), force=force,
                        progress=bar, log=lambda m: err_console.print(m, highlight=False))
     if as_json:

@@ -20,8 +20,10 @@ def run_cmd(config, out, force):
     Without CONFIG it runs the embedded default: the tiny model and its standard-conv twin,
     trained on scikit-learn's bundled digits, exported to all three formats in fp32 and int8,
     checked for accuracy on held-out digits and benchmarked on this host. CONFIG is a TOML
-    file with one table per stage ([model], [data], [train], [export], [quant], [bench]; see
-    configs/lite0_pi.toml); every key is checked before anything runs.
+    file with one table per stage ([model], [data], [train], [export], [quant], [bench],
+    [sweep]; see configs/lite0_pi.toml); every key is checked before anything runs. With
+    cluster = "HOST:PORT" under [bench] the benchmarks and the [sweep] variants run on that
+    Ray cluster (README: "A device lab on a Ray cluster").
 
     \b
     Examples:

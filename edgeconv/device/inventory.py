@@ -10,8 +10,14 @@
     python = "python3"
     runtimes = ["onnxruntime", "litert"]
     workdir = ".cache/edgeconv"
+    node = "lab-host-2"          # optional: the Ray node that drives it (edgeconv.cluster)
 
 ``local`` (this machine) and ``qemu-arm64`` (the emulated arm64 device) need no entry.
+
+``node`` names the host a device is plugged into when benchmarks run on a Ray cluster
+(``--cluster``): that node's address, hostname, id, or the value of its ``edgeconv.node``
+label. Its ``key`` and ``known_hosts`` are files on that host, so they must be absolute or
+start with ``~`` (expanded there); without ``--cluster`` the key is ignored.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ BUILTIN = {
     "qemu-arm64": {"transport": "qemu-arm64", "runtimes": ["onnxruntime", "litert"]},
 }
 FIELDS = ("transport", "host", "port", "user", "key", "known_hosts", "python", "runtimes",
-          "workdir", "serial", "native", "connect_timeout", "timeout")
+          "workdir", "serial", "native", "connect_timeout", "timeout", "node")
 
 
 @dataclass
@@ -43,6 +49,7 @@ class Device:
     native: dict[str, str] = field(default_factory=dict)
     connect_timeout: float = 10.0
     timeout: float | None = None
+    node: str | None = None
 
     def open(self):
         """A Transport to this device (use as a context manager: cleanup on exit)."""
@@ -74,6 +81,9 @@ def load_inventory(path: str | Path | None) -> dict[str, dict]:
         problem = _field_problem(d)
         if problem:
             raise ValueError(f"{path}: devices.{name}.{problem}")
+        if "node" in d:
+            _check_node(path, name, d)
+            continue
         for k in ("key", "known_hosts"):  # relative to the inventory file, ~ expanded
             if d.get(k):
                 p = Path(d[k]).expanduser()
@@ -103,6 +113,18 @@ def _field_problem(d: dict) -> str | None:
     if native is not None and (not isinstance(native, dict) or not all(isinstance(v, str) for v in native.values())):
         return f"native = {native!r}: a table of tool = \"/path/on/the/device\""
     return None
+
+
+def _check_node(path: Path, name: str, d: dict) -> None:
+    if not isinstance(d["node"], str) or not d["node"].strip():
+        raise ValueError(f"{path}: device {name!r}: node = {d['node']!r}; name the Ray node that drives it (its "
+                         "address, hostname or edgeconv.node label), e.g. node = \"lab-host-2\"")
+    for k in ("key", "known_hosts"):  # files on the node that drives the device, not beside this file
+        v = d.get(k)
+        if v and not (v.startswith("~") or Path(v).is_absolute()):
+            raise ValueError(f"{path}: device {name!r}: {k} = {v!r} is relative, but the device is driven by node "
+                             f"{d['node']!r}, which does not see this inventory's folder; give a path on that "
+                             "host, absolute or starting with ~")
 
 
 def get_device(name: str, inventory: str | Path | None = None) -> Device:

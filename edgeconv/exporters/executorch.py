@@ -66,6 +66,76 @@ def fold_pad_requantize(gm: torch.fx.GraphModule) -> int:
     return folded
 
 
+def _requantized(gm, node, dq):
+    """``node`` followed by a quantize/dequantize pair with the parameters of ``dq``: keeps an
+    op that only moves or pads values on the int8 path (the requantize is exact)."""
+    qd = torch.ops.quantized_decomposed
+    with gm.graph.inserting_after(node):
+        q = gm.graph.call_function(qd.quantize_per_tensor.default, (node, *dq.args[1:]))
+    with gm.graph.inserting_after(q):
+        return gm.graph.call_function(qd.dequantize_per_tensor.default, (q, *dq.args[1:]))
+
+
+def xnnpack_rewrites(gm: torch.fx.GraphModule, example: torch.Tensor) -> int:
+    """Two ops XNNPACK's partitioner leaves to ExecuTorch's portable kernels (in fp32, outside the
+    delegate), rewritten into equivalents it takes:
+
+    * ``mean(x, (2, 3))`` without ``keepdim`` (the usual ``x.mean((2, 3))`` before a classifier):
+      XNNPACK's global average pooling keeps the dims, so ``mean(..., keepdim=True)`` and a
+      reshape;
+    * ``avg_pool2d`` with padding counted in the average (PyTorch's default, ShuffleNet's
+      shortcut): XNNPACK cannot count padding, so an explicit zero pad and an unpadded pool,
+      which averages the same values over the same divisor.
+
+    On an int8 graph the new reshape and pad get a requantize with their input's parameters.
+    Returns how many ops were rewritten."""
+    from torch.fx.passes.shape_prop import ShapeProp
+    aten, qd = torch.ops.aten, torch.ops.quantized_decomposed
+    with torch.no_grad():
+        ShapeProp(gm).propagate(example)
+    changed = 0
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function":
+            continue
+        x = n.args[0] if n.args else None
+        meta = x.meta.get("tensor_meta") if isinstance(x, torch.fx.Node) else None
+        rank = len(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+        if n.target == aten.mean.dim and rank == 4 and not (len(n.args) > 2 and n.args[2]) \
+                and not n.kwargs.get("dtype") and sorted(int(d) % 4 for d in n.args[1]) == [2, 3]:
+            users = list(n.users)
+            with gm.graph.inserting_before(n):
+                kept = gm.graph.call_function(aten.mean.dim, (x, [2, 3], True))
+            n.replace_all_uses_with(kept)
+            gm.graph.erase_node(n)
+            q = users[0] if len(users) == 1 and _is(users[0], qd.quantize_per_tensor.default) else None
+            for tail in ([u for u in q.users if _is(u, qd.dequantize_per_tensor.default)] if q else [kept]):
+                rest = list(tail.users)
+                with gm.graph.inserting_after(tail):
+                    flat = gm.graph.call_function(aten.flatten.using_ints, (tail, 1))
+                out = _requantized(gm, flat, tail) if q else flat
+                for u in rest:
+                    u.replace_input_with(tail, out)
+            changed += 1
+        elif n.target == aten.avg_pool2d.default and rank == 4:
+            args = list(n.args) + [None] * (7 - len(n.args))
+            kernel = list(args[1]) if len(args[1]) == 2 else list(args[1]) * 2
+            padding = list(args[3] or [0, 0])
+            padding = padding * 2 if len(padding) == 1 else padding
+            ceil, include, divisor = bool(args[4]), args[5] is None or bool(args[5]), args[6]
+            if not any(padding) or ceil or not include or divisor not in (None, kernel[0] * kernel[1]):
+                continue
+            with gm.graph.inserting_before(n):
+                pad = gm.graph.call_function(aten.constant_pad_nd.default,
+                                             (x, [padding[1], padding[1], padding[0], padding[0]], 0.0))
+            src = _requantized(gm, pad, x) if _is(x, qd.dequantize_per_tensor.default) else pad
+            n.args = (src, args[1], args[2] if args[2] is not None else args[1], [0, 0], False, True)
+            changed += 1
+    if changed:
+        gm.graph.lint()
+        gm.recompile()
+    return changed
+
+
 def _float_in_quantized_context(graph) -> collections.Counter:
     """Ops of a delegated (XNNPACK) graph that sit between int8 tensors (an activation input from
     a per-tensor dequantize, or the output into a per-tensor quantize) but have no int8 kernel in
@@ -110,6 +180,9 @@ class ExecuTorchExporter:
             module, _ = quantize_pt2e(module, example, calib, "xnnpack", recipe)
             fold_pad_requantize(module)
             quant_rows = self._quantized_convs(module)
+        else:
+            module = torch.export.export(module, (example,)).module()
+        xnnpack_rewrites(module, example)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             edge = to_edge_transform_and_lower(torch.export.export(module, (example,)),

@@ -6,9 +6,11 @@ convs as DequantizeLinear -> float Conv -> QuantizeLinear and ran slower than fp
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import io
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -77,29 +79,134 @@ def _global_pool(m) -> bool:
 
 def _channel_mean(values: list) -> np.ndarray:
     """Per-channel (axis 1 of each sample's value) mean over samples and positions."""
-    return np.mean([v.mean(axis=tuple(d for d in range(v.ndim) if d != 1)) for v in values], axis=0)
+    return np.mean([_per_channel(v) for v in values], axis=0)
 
 
-def _runner(model, feeds: list[dict]):
-    """``run(outputs, extra_feeds) -> [[each sample's value] for each output]`` on ``model``
-    with every Conv and Gemm output exposed, run op by op as written (no graph optimization, so
-    no QDQ fusion: the quantized model is fake-quantized, like PT2E's)."""
+def _session(model, outputs: list[str] | None = None):
+    """An ONNX Runtime session that runs ``model`` op by op as written (no graph optimization,
+    so no QDQ fusion: a quantized model runs fake-quantized, like PT2E's), with ``outputs``
+    (default: the model's own) as its outputs. One thread per run: ``_map`` runs samples side
+    by side instead, which gives the same values without the per-op hand-offs between
+    threads that stall whenever another process holds a core."""
     import onnx
     import onnxruntime as ort
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    del m.graph.output[:]
-    outputs = sorted({n.output[0] for n in m.graph.node if n.op_type in ("Conv", "Gemm")})
-    m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in outputs)
+    if outputs is not None:
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        del m.graph.output[:]
+        m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in outputs)
+        model = m
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
-    def run(outs, extra):
-        got = [sess.run(outs, {**f, **extra}) for f in feeds]
-        return [[g[k] for g in got] for k in range(len(outs))]
-    return run
+
+def _map(fn, items: list) -> list:
+    """``[fn(item) for item in items]``, on as many threads as this process may use cores
+    (ONNX Runtime and numpy let go of the GIL while they compute)."""
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if workers < 2 or len(items) < 2:
+        return [fn(i) for i in items]
+    with concurrent.futures.ThreadPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def _per_channel(v: np.ndarray) -> np.ndarray:
+    return v.mean(axis=tuple(d for d in range(v.ndim) if d != 1))
+
+
+def _channel_means(model, outputs: list[str], feeds: list[dict]) -> list[np.ndarray]:
+    """``_channel_mean`` of each of ``outputs`` over the ``feeds``, in one pass that keeps
+    only each sample's per-channel means."""
+    sess = _session(model, outputs)
+    per_sample = _map(lambda f: [_per_channel(v) for v in sess.run(outputs, f)], feeds)
+    return [np.mean([means[k] for means in per_sample], axis=0) for k in range(len(outputs))]
+
+
+def _node_inputs(node) -> list[str]:
+    """Every tensor ``node`` reads, including outer-scope names its subgraphs use."""
+    names = [i for i in node.input if i]
+    for a in node.attribute:
+        for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            inner = {o for n in g.node for o in n.output} | {i.name for i in g.initializer} | \
+                    {i.name for i in g.input}
+            names += [i for n in g.node for i in _node_inputs(n) if i not in inner]
+    return names
+
+
+def _run_in_stages(model, layers: list[str], feeds: list[dict], values: dict):
+    """Run ``model`` on every sample of ``feeds`` once, stopping after each node named in
+    ``layers`` (in graph order): yields ``(k, outputs)``, every sample's first output of
+    ``layers[k]``. The initializers named in ``values`` take their value from it at the time
+    the rest of the graph runs, so a caller that changes ``values[bias of layers[k]]`` before
+    taking the next item sees every later layer fed by the changed one.
+
+    The graph is cut into one sub-model per layer: stage ``k`` runs the nodes after
+    ``layers[k - 1]`` up to ``layers[k]``, each op as written, on the tensors the stages
+    before it left. It starts by running ``layers[k - 1]`` again with its current
+    initializers (each layer runs twice in all, not once per later change); nodes that
+    read only initializers (the DequantizeLinear of a weight) go with every stage that
+    reads them."""
+    import onnx
+    from onnx import numpy_helper
+    g = model.graph
+    nodes = list(g.node)
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: p for p, n in enumerate(nodes) for o in n.output}
+    reads = [_node_inputs(n) for n in nodes]
+    varying = {i.name for i in g.input if i.name not in inits}
+    dynamic = []
+    for n, r in zip(nodes, reads):
+        dynamic.append(any(i in varying for i in r))
+        if dynamic[-1]:
+            varying.update(n.output)
+    position = {n.name: p for p, n in enumerate(nodes)}
+    cuts = [position[name] for name in layers]
+    members = []
+    for k, cut in enumerate(cuts):
+        low = cuts[k - 1] if k else -1
+        ps = ([low] if k else []) + [p for p in range(low + 1, cut + 1) if dynamic[p]]
+        todo, with_constants = list(ps), set(ps)
+        while todo:  # the constant nodes these read, and the constant nodes those read
+            for i in reads[todo.pop()]:
+                p = producer.get(i)
+                if p is not None and not dynamic[p] and p not in with_constants:
+                    with_constants.add(p)
+                    todo.append(p)
+        members.append(sorted(with_constants))
+    last_read = {}
+    for k, ps in enumerate(members):
+        for p in ps:
+            for i in reads[p]:
+                last_read[i] = k
+
+    store = [dict(f) for f in feeds]
+    for k, ps in enumerate(members):
+        made = {o for p in ps for o in nodes[p].output}
+        ins = sorted({i for p in ps for i in reads[p] if i not in made and i not in inits})
+        out = nodes[cuts[k]].output[0]
+        outs = sorted({o for o in made if last_read.get(o, -1) > k} | {out})
+        first = store[0]
+        constants = sorted({i for p in ps for i in reads[p] if i in inits})
+        graph = onnx.helper.make_graph(
+            [nodes[p] for p in ps], f"stage{k}",
+            [onnx.helper.make_tensor_value_info(i, onnx.helper.np_dtype_to_tensor_dtype(first[i].dtype),
+                                                list(first[i].shape)) for i in ins],
+            [onnx.helper.make_empty_tensor_value_info(o) for o in outs],
+            [numpy_helper.from_array(values[i], i) if i in values else inits[i] for i in constants])
+        sub = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+        sub.functions.extend(model.functions)
+        sess = _session(sub)
+        results = _map(lambda sample: dict(zip(outs, sess.run(outs, {i: sample[i] for i in ins}))), store)
+        got = []
+        for sample, result in zip(store, results):
+            got.append(result[out])
+            sample.update((o, v) for o, v in result.items() if last_read.get(o, -1) > k)
+            for name in [n for n in sample if last_read.get(n, -1) <= k]:
+                del sample[name]
+        yield k, got
 
 
 def bias_correct(reference: Path, quantized: Path, feeds: list[dict]) -> int:
@@ -109,7 +216,13 @@ def bias_correct(reference: Path, quantized: Path, feeds: list[dict]) -> int:
     model (with the biases corrected so far, every op run as written: fake-quantized) and in the
     float ``reference`` model it was quantized from (layers matched by node name); the quantized
     bias moves by the difference (int32 biases by whole steps of their scale). ``quantized`` is
-    rewritten in place. Returns how many biases changed."""
+    rewritten in place. Returns how many biases changed.
+
+    Each correction changes what every later layer sees, so the layers are corrected in order
+    (correcting all of them from one measurement overshoots: EfficientNet-Lite0's shifts grow
+    pass after pass). The quantized model runs once, cut after each corrected layer
+    (``_run_in_stages``), which runs that layer again with its corrected bias before the
+    layers after it read its output: the same values as a full pass per layer."""
     import onnx
     from onnx import numpy_helper
 
@@ -134,23 +247,12 @@ def bias_correct(reference: Path, quantized: Path, feeds: list[dict]) -> int:
     if not layers:
         return 0
 
-    ref_names = [ref_out[name] for name, *_ in layers]
-    run = _runner(ref, feeds)
-    targets = [_channel_mean(v) for v in run(ref_names, {})]
-
-    # the biases become inputs, so one session serves every step of the correction
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    values = {}
-    for _, _, b, _ in layers:
-        init = next(i for i in probe.graph.initializer if i.name == b)
-        values[b] = numpy_helper.to_array(init).copy()
-        probe.graph.input.append(onnx.helper.make_tensor_value_info(b, init.data_type, list(init.dims)))
-        probe.graph.initializer.remove(init)
-    run = _runner(probe, feeds)
+    targets = _channel_means(ref, [ref_out[name] for name, *_ in layers], feeds)
+    values = {b: numpy_helper.to_array(inits[b]).copy() for _, _, b, _ in layers}
     changed = 0
-    for (_, out, b, scale), target in zip(layers, targets):
-        got = _channel_mean(run([out], values)[0])
+    for k, outs in _run_in_stages(model, [name for name, *_ in layers], feeds, values):
+        _, _, b, scale = layers[k]
+        got, target = _channel_mean(outs), targets[k]
         if got.shape != target.shape:
             continue
         shift = got - target

@@ -1,0 +1,116 @@
+"""How well `edgeconv predict` predicts latency on this machine, per runtime and precision.
+
+Fit: the per-block profiles (`edgeconv.profiling.plan_profile`, model and twin blocks) of the
+zoo models at a few (width, input size) configurations. Held out: the same zoo models at every
+other width multiplier in 0.35-1.0 and input size in 96-224, each exported whole and timed
+with the usual method. Reported per (runtime, precision): the share of held-out models whose
+predicted latency is within +-10% of the measured p50, the median and worst error. Everything
+runs on this host, 1 thread, pinned to one core; exports and records resume, so an interrupted
+run continues where it stopped. Writes bench/results/predict.json.
+
+    python bench/predict_bench.py [--runtimes onnxruntime,litert] [--precisions fp32,int8] [--work DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MODELS = ("mobilenet_v1", "mobilenet_v2", "efficientnet_lite0")
+WIDTHS = (0.35, 0.5, 0.75, 1.0)
+SIZES = (96, 128, 160, 192, 224)
+FIT = {(0.5, 128), (1.0, 224), (0.75, 160)}   # profiled; every other (width, size) is held out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runtimes", default="onnxruntime,litert")
+    p.add_argument("--precisions", default="fp32,int8")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--held-out", type=int, default=7, help="held-out configurations per model")
+    p.add_argument("--work", default=str(Path.home() / ".cache" / "edgeconv" / "predict_bench"))
+    p.add_argument("--min-seconds", type=float, default=1.0)
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "predict.json"))
+    a = p.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+
+    import numpy as np
+
+    from bench_device.agent import device_facts
+    from edgeconv.artifact import FORMATS
+    from edgeconv.benchmark import Job, ResultsFile, TimingConfig, latest, record_stats, run_jobs
+    from edgeconv.data import calibration
+    from edgeconv.device.inventory import get_device
+    from edgeconv.exporters import export
+    from edgeconv.prediction import Predictor, model_features
+    from edgeconv.profiling import plan_profile
+    from edgeconv.quantize import QuantRecipe
+    from edgeconv.zoo import create_model
+
+    work = Path(a.work)
+    cfg = TimingConfig(warmup=5, min_runs=20, min_seconds=a.min_seconds, affinity=None)
+    dev = get_device("local")
+    recipe = QuantRecipe(calib_count=16)
+    models = a.models.split(",")
+    rng = np.random.default_rng(0)
+    held = {m: [c for c in itertools.product(WIDTHS, SIZES) if c not in FIT] for m in models}
+    held = {m: [cs[i] for i in sorted(rng.choice(len(cs), min(a.held_out, len(cs)), replace=False))]
+            for m, cs in held.items()}
+    out = {"host": device_facts(), "load_average_before": os.getloadavg(), "fit_configs": sorted(FIT),
+           "held_out": {m: [list(c) for c in cs] for m, cs in held.items()}, "results": {}}
+    for runtime, precision in itertools.product(a.runtimes.split(","), a.precisions.split(",")):
+        fmt = next(f.name for f in FORMATS.values() if f.runtime == runtime)
+        rf = ResultsFile(work / f"{runtime}_{precision}.jsonl")
+        t0 = time.time()
+        jobs = []
+        for m, (w, s) in itertools.product(models, sorted(FIT)):
+            jobs += plan_profile(m, work / "fit" / f"{m}_w{w}_s{s}", fmt=fmt, precision=precision,
+                                 input_size=s, width=w, recipe=recipe, log=lambda x: print(x, flush=True))
+        run_jobs(jobs, [dev], rf, cfg)
+        fit_s = time.time() - t0
+        predictor = Predictor(rf.records(), "local", runtime, precision)
+        rows = []
+        for m in models:
+            for w, s in held[m]:
+                net = create_model(m, width=w, input_size=s)
+                d = work / "held" / f"{m}_w{w}_s{s}"
+                ds = calibration("digits", net, recipe.calib_count)
+                art = export(net, calib=ds.x, formats=[fmt], precisions=[precision], recipe=recipe, out=d,
+                             calib_info=ds.describe())
+                run_jobs([Job(art, n, e, 1) for n, e in art.files.items()], [dev], rf, cfg)
+                rec = next(r for r in latest(rf.records()).values() if r["sha256"] == art.files[
+                    next(iter(art.files))].sha256 and r["status"] == "ok")
+                measured = record_stats(rec)["p50"]
+                feats = model_features(net)
+                predicted = predictor.total_ms(predictor.block_ms([f for _, f in feats]))
+                rows.append({"model": m, "width": w, "input_size": s, "measured_ms": measured,
+                             "predicted_ms": predicted, "error": predicted / measured - 1})
+                print(f"{runtime} {precision} {m} w{w} s{s}: measured {measured:.3f} ms, predicted {predicted:.3f} ms "
+                      f"({100 * rows[-1]['error']:+.1f}%)", flush=True)
+        errs = np.abs([r["error"] for r in rows])
+        out["results"][f"{runtime}/{precision}"] = {
+            "held_out_models": len(rows), "within_10pct": float(np.mean(errs <= 0.10)),
+            "median_abs_error": float(np.median(errs)), "worst_abs_error": float(errs.max()),
+            "block_records": predictor.blocks, "whole_fit": predictor.whole_fit, "fit_seconds": round(fit_s),
+            "rows": rows}
+        r = out["results"][f"{runtime}/{precision}"]
+        print(f"== {runtime} {precision}: {100 * r['within_10pct']:.0f}% of {len(rows)} held-out models within "
+              f"+-10%, median error {100 * r['median_abs_error']:.1f}%, worst {100 * r['worst_abs_error']:.1f}%",
+              flush=True)
+        out["load_average_after"] = os.getloadavg()
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(out, indent=2))
+    print(f"-> {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Where the depthwise saving goes: per-block profiles of tiny and its twin on the local and the
+emulated arm64 device, the report's bars and roofline, latency predicted from a profile, and the
+sustained (thermal) bench mode."""
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from edgeconv.benchmark import ResultsFile
+from edgeconv.cli import main
+from edgeconv.zoo import create_model
+
+FAST = ["--warmup", "1", "--min-runs", "5", "--min-seconds", "0"]
+
+
+def run(*args, code=0):
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    assert res.exit_code == code, res.output
+    return res
+
+
+@pytest.fixture(scope="module")
+def local_profile(tmp_path_factory):
+    out = tmp_path_factory.mktemp("profile") / "tiny"
+    for precision in ("fp32", "int8"):
+        run("profile", "tiny", "--runtime", "onnxruntime", "--precision", precision, "--out", out, *FAST)
+    return out
+
+
+def test_profile_blocks_complete_and_summing_to_the_model(local_profile):
+    recs = ResultsFile(local_profile / "results.jsonl").records()
+    assert recs and all(r["status"] == "ok" for r in recs)
+    names = [n for n, _ in create_model("tiny").named_blocks()]
+    for precision in ("fp32", "int8"):
+        t = json.loads(run("profile", "tiny", "--runtime", "onnxruntime", "--precision", precision,
+                           "--out", local_profile, "--json", *FAST).stdout)
+        assert [r["block"] for r in t["rows"]] == names
+        assert t["model_macs"] == create_model("tiny").cost().macs
+        assert t["twin_macs"] == create_model("tiny", twin=True).cost().macs
+        assert all(r["model_ms"] > 0 and r["twin_ms"] > 0 and r["model_gmacs"] > 0 for r in t["rows"])
+        assert t["whole_ms"]["model"] > 0 and t["whole_ms"]["twin"] > 0 and t["peak_gmacs"] > 0
+        dw_heavy = [r for r in t["rows"] if r["mac_ratio"] and r["mac_ratio"] > 4]
+        assert dw_heavy and all(r["latency_ratio"] for r in dw_heavy)
+    # resumable: the runs above added nothing (every record was there already)
+    assert len(ResultsFile(local_profile / "results.jsonl").records()) == len(recs)
+    blocks = {r["block"] for r in recs}
+    assert {f"model:{n}" for n in names} <= blocks and {f"twin:{n}" for n in names} <= blocks and None in blocks
+
+
+def test_report_renders_bars_and_roofline(local_profile):
+    html = (local_profile / "report.html").read_text()
+    assert "Per-block latency: tiny vs twin on local, onnxruntime int8" in html and "Roofline" in html
+    plots = sorted((local_profile / "plots").glob("*.png"))
+    assert {p.name.split("_")[0] for p in plots} >= {"profile", "roofline"}
+    for p in plots:
+        with Image.open(p) as img:
+            assert img.width > 400 and len(set(img.convert("L").getdata())) > 10
+    assert html.count("<img") == len(plots)
+
+
+def test_predict_from_the_profile(local_profile):
+    res = json.loads(run("predict", "tiny", "--profile", local_profile / "results.jsonl", "--json").stdout)
+    measured = [r for r in ResultsFile(local_profile / "results.jsonl").records()
+                if r["block"] is None and r["precision"] == "int8" and not r["twin"]]
+    from edgeconv.benchmark import record_stats
+    m = record_stats(measured[0])["p50"]
+    assert res["predicted_ms"] > 0 and 0.2 * m < res["predicted_ms"] < 5 * m
+    assert [b["block"] for b in res["blocks"]] == [n for n, _ in create_model("tiny").named_blocks()]
+    bad = run("predict", "tiny", "--device", "pi5", "--profile", local_profile / "results.jsonl", code=2)
+    assert "edgeconv profile MODEL --device pi5 --runtime onnxruntime --precision int8" in " ".join(bad.output.split())
+    missing = run("predict", "tiny", "--profile", local_profile / "nope.jsonl", code=2)
+    assert "make one: edgeconv profile" in missing.output
+
+
+@pytest.mark.arm64
+def test_profile_on_the_emulated_arm64_device(arm64_python, tmp_path):
+    out = tmp_path / "arm"
+    res = run("profile", "tiny", "--device", "qemu-arm64", "--runtime", "litert", "--precision", "int8", "--out", out,
+              "--warmup", "1", "--min-runs", "2", "--min-seconds", "0")
+    assert "emulated device: functional timings, not latency" in res.output
+    recs = ResultsFile(out / "results.jsonl").records()
+    assert recs and all(r["status"] == "ok" and r["device"]["arch"] == "aarch64" for r in recs)
+
+
+def test_sustained_bench_flags_drift(tiny_artifact, tmp_path):
+    results = tmp_path / "r.jsonl"
+    res = run("bench", tiny_artifact, "--runtime", "onnxruntime", "--precision", "int8", "--sustained", "0.2",
+              "--results", results, "--warmup", "1")
+    rec = ResultsFile(results).records()[0]
+    t, s = rec["samples_t_s"], rec["samples_ms"]
+    assert len(t) == len(s) > 20 and t == sorted(t) and t[-1] >= 11.5
+    assert len(rec["telemetry"]) >= 3 and all("temp_c" in x and "freq_mhz" in x for x in rec["telemetry"])
+    d = rec["drift"]
+    assert d["window_s"] == pytest.approx(t[-1] / 3, rel=0.05) and isinstance(d["drifted"], bool)
+    assert d["drifted"] == (abs(d["p50_last_ms"] / d["p50_first_ms"] - 1) > d["threshold"])
+    assert "sustained local model_int8.onnx" in " ".join(res.output.split())
+
+
+def test_device_check_warns_about_the_governor():
+    from edgeconv.device import governor_warnings
+    assert "performance" in governor_warnings({"governor": "ondemand"})[0]
+    assert governor_warnings({"governor": "performance"}) == []
+    assert governor_warnings({"governor": "ondemand", "emulated": "qemu-aarch64"}) == []
