@@ -117,6 +117,12 @@ def eval_data(art, data: str, class_index: str | None = None, limit: int | None 
         raise ValueError(f"--limit {limit}: must be at least 1")
     ds = heldout(data, input_shape=tuple(m.input_shape_nchw[1:]), preprocess=m.preprocess,
                  calibration=m.calibration, labels=m.labels, class_index=class_index, limit=limit)
+    if not ds.disjoint:
+        import warnings
+        warnings.warn(f"{art.path}: its manifest records no fingerprint of the calibration images (from "
+                      f"{(m.calibration or {}).get('source') or 'an unknown source'}), so evaluation on {data} cannot "
+                      "leave them out and may include them; export again (from digits or an image folder) to "
+                      "evaluate on held-out images only", stacklevel=2)
     if ds.y is None:
         raise ValueError(f"{data}: the images are not labelled; use one sub-folder per class (named like "
                          "the model's labels) or ImageNet-style <wnid>_*.JPEG files with --class-index")
@@ -127,9 +133,11 @@ def eval_data(art, data: str, class_index: str | None = None, limit: int | None 
     info = {"source": ds.source, "split": ds.split, "count": len(ds), "skipped": len(ds.skipped),
             "skipped_files": [Path(s).name for s in ds.skipped[:20]], "class_index": ds.class_index,
             "calibration": {"source": calib.get("source"), "count": calib.get("count"),
-                            "left_out": ds.left_out, "disjoint": True,
+                            "left_out": ds.left_out, "disjoint": ds.disjoint,
                             "how": ("digits: calibration from the 1297 training digits, evaluation on the 500 "
                                     "held out" if data == "digits" else
+                                    "the calibration samples are not fingerprinted: evaluation may include them"
+                                    if not ds.disjoint else
                                     f"{ds.left_out} file(s) that calibrated the artifact (same content) left out"
                                     if ds.left_out else "no evaluation file calibrated the artifact")}}
     return EvalData(ds.x, ds.y, info)
@@ -213,7 +221,7 @@ def check(artifact, data: str = "digits", *, class_index: str | None = None, max
     the int8 files also run on that device's own kernels, beside this host's. ``localize`` adds
     the per-block int8 error (``edgeconv.localize``) and, with ``keep_fp32``, what leaving those
     blocks in fp32 recovers. Writes ``accuracy.json`` into the artifact folder and returns it."""
-    from .artifact import Artifact, jsonable, write_json_atomic
+    from .artifact import Artifact, jsonable, save_result
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
     if not -100 <= max_drop <= 100:
         raise ValueError(f"--max-drop {max_drop}: must be between -100 and 100 points")
@@ -228,8 +236,7 @@ def check(artifact, data: str = "digits", *, class_index: str | None = None, max
         from .localize import localize_artifact
         res.update(localize_artifact(art, ev, keep_fp32=tuple(keep_fp32), depth=depth))
     res = jsonable(res)
-    write_json_atomic(art.path / "accuracy.json", res)
-    return res
+    return {**res, "saved": save_result(art.path / "accuracy.json", res)}
 
 
 def _short(e: BaseException) -> str:

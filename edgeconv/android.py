@@ -249,6 +249,13 @@ def default_sample(manifest: dict):
     return img.resize((384, 256), Image.BICUBIC)
 
 
+def check_app(app_dir) -> None:
+    """Refuse a folder that is not the Android demo app (before an export it would install into)."""
+    if not (Path(app_dir) / "app").is_dir():
+        raise ValueError(f"{app_dir} is not the Android demo app folder (no app/ in it); "
+                         "pass the android_demo folder")
+
+
 def install(artifact_dir, app_dir, file_name: str | None = None, sample=None) -> Path:
     """Put the model of ``artifact_dir`` into the app at ``app_dir`` (``android_demo``).
 
@@ -260,9 +267,7 @@ def install(artifact_dir, app_dir, file_name: str | None = None, sample=None) ->
     artifact_dir, app_dir = Path(artifact_dir), Path(app_dir)
     art = Artifact.load(artifact_dir)
     manifest = art.manifest.to_dict()
-    if not (app_dir / "app").is_dir():
-        raise ValueError(f"{app_dir} is not the Android demo app folder (no app/ in it); "
-                         "pass the android_demo folder")
+    check_app(app_dir)
     files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
     if file_name is None:
         file_name = (manifest.get("android") or {}).get("model_file") if isinstance(

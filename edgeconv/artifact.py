@@ -32,6 +32,7 @@ SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 PRECISIONS = ("fp32", "int8")
 MANIFEST = "manifest.json"
+OWN_FILES = (MANIFEST, "labels.txt", "reference.pt", "reference.pt2", "verify.json", "accuracy.json")
 SEED = 0
 
 
@@ -78,19 +79,63 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from other users
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # a crash after the rename must not leave an empty file behind
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.filename is None:  # say which file could not be written
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: str | Path, data) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
+
+
+MIN_FREE_BYTES = 64 << 10  # less than this and even a results record or a manifest will not fit
+
+
+def ensure_writable(folder: str | Path, what: str) -> None:
+    """Refuse, before any long work, a folder that cannot take the files that work will write."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:  # where it will be made
+        folder = folder.parent
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".edgeconv-probe.")
+        os.close(fd)
+        os.unlink(tmp)
+        st = os.statvfs(folder)
+    except OSError as e:
+        raise ValueError(f"cannot write into {folder} ({e.strerror}); choose another {what}") from None
+    if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
+        raise ValueError(f"cannot write into {folder}: no space left on its disk; free some space or choose "
+                         f"another {what}")
+
+
+def save_result(path: str | Path, data) -> bool:
+    """Write a verb's result (verify.json, accuracy.json) beside what it describes; on a read-only
+    or full disk, warn and go on: the result is still printed, and nothing half-written is left."""
+    try:
+        write_json_atomic(path, data)
+        return True
+    except OSError as e:
+        import warnings
+        warnings.warn(f"could not write {path} ({e.strerror}); the result is printed but not saved",
+                      stacklevel=2)
+        return False
 
 
 def _json_default(obj):
@@ -144,10 +189,25 @@ def _require(d, key: str, kind, where: str):
     if key not in d:
         raise ArtifactError(f"{where}: missing key {key!r}")
     v = d[key]
-    if kind is not None and not isinstance(v, kind):
+    if kind is not None and (not isinstance(v, kind) or (isinstance(v, bool) and kind is int)):
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise ArtifactError(f"{where}: {key!r} is {json.dumps(v)[:60]}; expected {names}")
     return v
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_str_list(d: dict, key: str, where: str) -> None:
+    v = d.get(key)
+    if v is not None and (not isinstance(v, list) or not all(isinstance(s, str) for s in v)):
+        raise ArtifactError(f"{where}: {key!r} is {json.dumps(v)[:60]}; expected a list of strings")
+
+
+SOURCE_KINDS = ("spec", "card", "pt2")
+IO_DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32")
+REFERENCE_FILES = ("reference.pt", "reference.pt2")
 
 
 @dataclass
@@ -164,6 +224,16 @@ class IOSpec:
     def from_dict(cls, d, where: str) -> IOSpec:
         if not isinstance(d, dict):
             raise ArtifactError(f"{where}: expected an object, got {json.dumps(d)[:60]}")
+        for key in ("shape", "shape_nchw"):
+            v = d.get(key)
+            if v is not None and (not isinstance(v, list) or not all(_is_int(s) and s >= 0 for s in v)):
+                raise ArtifactError(f"{where}: {key} {json.dumps(v)[:60]} is not a list of whole numbers")
+        if d.get("dtype", "float32") not in IO_DTYPES:
+            raise ArtifactError(f"{where}: dtype {json.dumps(d.get('dtype'))} is not one of {', '.join(IO_DTYPES)}")
+        if d.get("layout") not in (None, "NCHW", "NHWC"):
+            raise ArtifactError(f"{where}: layout {json.dumps(d.get('layout'))} is not NCHW or NHWC")
+        if d.get("quant") is not None and not isinstance(d["quant"], dict):
+            raise ArtifactError(f"{where}: quant must be an object with scale and zero_point")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -190,7 +260,7 @@ class FileEntry:
         return runtime_of(self.format)
 
     @classmethod
-    def from_dict(cls, d, where: str) -> FileEntry:
+    def from_dict(cls, d, where: str, name: str | None = None) -> FileEntry:
         if not isinstance(d, dict):
             raise ArtifactError(f"{where}: expected an object, got {json.dumps(d)[:60]}")
         fmt = _require(d, "format", str, where)
@@ -199,6 +269,12 @@ class FileEntry:
         prec = _require(d, "precision", str, where)
         if prec not in PRECISIONS:
             raise ArtifactError(f"{where}: precision {prec!r} is unknown; known: {', '.join(PRECISIONS)}")
+        # A name is where the file is read from: only edgeconv's own names, inside the folder.
+        if name is not None and name != file_name(fmt, prec):
+            raise ArtifactError(f"{where}: a {fmt} {prec} file is named {file_name(fmt, prec)}, not {name!r}; "
+                                "export again")
+        if _require(d, "bytes", int, where) < 0:
+            raise ArtifactError(f"{where}: 'bytes' is negative")
         return cls(fmt, prec, IOSpec.from_dict(_require(d, "input", dict, where), f"{where}.input"),
                    IOSpec.from_dict(_require(d, "output", dict, where), f"{where}.output"),
                    _require(d, "sha256", str, where), int(_require(d, "bytes", int, where)),
@@ -244,6 +320,7 @@ class Manifest:
     files: dict[str, FileEntry] = field(default_factory=dict)
     errors: list = field(default_factory=list)
     android: dict | None = None
+    reference: dict | None = None       # {"file", "sha256", "bytes"} of the eager reference
 
     @property
     def recipe(self):
@@ -253,6 +330,8 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d, where: str = MANIFEST) -> Manifest:
+        """The manifest in ``d`` (parsed JSON), every key checked against ``_SCHEMA``: a malformed
+        one is an ArtifactError naming the key, never a crash later in a verb that reads it."""
         if not isinstance(d, dict):
             raise ArtifactError(f"{where}: expected a JSON object, got a {type(d).__name__}; "
                                 "export again (`edgeconv export ... --force`)")
@@ -260,28 +339,72 @@ class Manifest:
         if version not in READABLE_SCHEMAS:
             raise ArtifactError(f"{where}: schema_version {json.dumps(version)} is not one this edgeconv "
                                 f"reads ({', '.join(map(str, READABLE_SCHEMAS))}); export again")
-        model = _require(d, "model", str, where)
-        shape = _require(d, "input_shape_nchw", list, where)
-        if len(shape) != 4 or not all(isinstance(s, int) and s > 0 for s in shape):
-            raise ArtifactError(f"{where}: input_shape_nchw {shape} is not N x C x H x W")
-        files_raw = d.get("files", {})
-        if not isinstance(files_raw, dict):
-            raise ArtifactError(f"{where}: 'files' must be an object of file name -> entry")
-        files = {name: FileEntry.from_dict(e, f"{where}: files[{name!r}]") for name, e in files_raw.items()}
-        errors = d.get("errors", [])
-        if not isinstance(errors, list):
-            raise ArtifactError(f"{where}: 'errors' must be a list")
+        for key, (kind, required) in _SCHEMA.items():
+            if key in d and d[key] is None and not required:
+                continue
+            if required or key in d:
+                _require(d, key, kind, where)
+        model, shape = d["model"], d["input_shape_nchw"]
+        if not model or len(shape) != 4 or not all(_is_int(s) and s > 0 for s in shape):
+            raise ArtifactError(f"{where}: input_shape_nchw {shape} is not N x C x H x W" if model else
+                                f"{where}: 'model' is empty")
+        files = {name: FileEntry.from_dict(e, f"{where}: files[{name!r}]", name)
+                 for name, e in (d.get("files") or {}).items()}
+        errors = d.get("errors") or []
+        for i, e in enumerate(errors):
+            if not isinstance(e, dict) or not isinstance(e.get("message"), str):
+                raise ArtifactError(f"{where}: errors[{i}] is not an export error record (format, precision, message)")
+        _check_str_list(d, "labels", where)
+        for key in ("output_shape",):
+            v = d.get(key)
+            if v is not None and not all(_is_int(s) and s > 0 for s in v):
+                raise ArtifactError(f"{where}: {key} {v} is not a list of positive whole numbers")
+        for key in ("params", "macs"):
+            if d.get(key) is not None and d[key] < 0:
+                raise ArtifactError(f"{where}: {key} = {d[key]} is negative")
+        calibration = d.get("calibration")
+        if calibration is not None:
+            if not isinstance(calibration.get("source", ""), str):
+                raise ArtifactError(f"{where}: calibration.source must be a string")
+            _check_str_list(calibration, "digests", f"{where}: calibration")
         quant, io = dict(d.get("quant") or {}), dict(d.get("io") or {})
         for key in ("channels_last", "int8_io"):  # version 1 kept the I/O options in the recipe
             if key in quant:
                 io.setdefault(key, quant.pop(key))
-        source = d.get("source") or ({"kind": "spec", "spec": d["spec"]} if d.get("spec") else {})
+            if not isinstance(io.get(key, False), bool):
+                raise ArtifactError(f"{where}: io.{key} is {json.dumps(io[key])[:40]}; expected true or false")
+        if quant:
+            from .quantize import QuantRecipe
+            try:
+                QuantRecipe.from_dict(quant)
+            except (TypeError, ValueError) as e:
+                raise ArtifactError(f"{where}: quant: {e}") from None
+        source = d.get("source") or ({"kind": "spec", "spec": d["spec"]} if isinstance(d.get("spec"), dict) else {})
+        if source and source.get("kind") not in SOURCE_KINDS:
+            raise ArtifactError(f"{where}: source.kind {json.dumps(source.get('kind'))} is not one of "
+                                f"{', '.join(SOURCE_KINDS)}; export again")
+        if d.get("preprocess") is not None:
+            from .data import Preprocess
+            try:
+                Preprocess.from_dict(d["preprocess"], shape[2])
+            except (TypeError, ValueError) as e:
+                raise ArtifactError(f"{where}: preprocess: {e}") from None
+        reference = d.get("reference")
+        if reference is not None:
+            _require(reference, "sha256", str, f"{where}: reference")
+            _require(reference, "bytes", int, f"{where}: reference")
+            if _require(reference, "file", str, f"{where}: reference") not in REFERENCE_FILES:
+                raise ArtifactError(f"{where}: reference.file must be one of {', '.join(REFERENCE_FILES)}")
         requested = d.get("requested")
         complete = d.get("complete")
         if requested is None:  # version 1: the manifest was written whole at the end
             requested = sorted({(e.format, e.precision) for e in files.values()}
-                               | {(e.get("format"), e.get("precision")) for e in errors if isinstance(e, dict)})
+                               | {(e.get("format"), e.get("precision")) for e in errors})
             complete = True
+        for r in requested:
+            if not (isinstance(r, (list, tuple)) and len(r) == 2 and r[0] in FORMATS and r[1] in PRECISIONS):
+                raise ArtifactError(f"{where}: requested holds {json.dumps(r)[:60]}; expected [format, precision] "
+                                    f"pairs of {', '.join(FORMATS)} and {', '.join(PRECISIONS)}")
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         kw.update(model=model, input_shape_nchw=shape, files=files, errors=errors, quant=quant, io=io,
@@ -292,9 +415,21 @@ class Manifest:
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["files"] = {name: e.to_dict() for name, e in self.files.items()}
-        if d["android"] is None:
-            del d["android"]
+        for key in ("android", "reference"):
+            if d[key] is None:
+                del d[key]
         return d
+
+
+# The manifest's keys: (JSON type, required). Optional keys may also be null.
+_SCHEMA: dict[str, tuple] = {
+    "model": (str, True), "input_shape_nchw": (list, True), "twin": (bool, False), "source": (dict, False),
+    "arch": (dict, False), "params": (int, False), "macs": (int, False), "labels": (list, False),
+    "preprocess": (dict, False), "output_shape": (list, False), "calibration": (dict, False),
+    "quant": (dict, False), "io": (dict, False), "versions": (dict, False), "created": (str, False),
+    "fingerprint": (str, False), "requested": (list, False), "complete": (bool, False), "files": (dict, False),
+    "errors": (list, False), "android": (dict, False), "reference": (dict, False),
+}
 
 
 _SHA_CACHE: dict[tuple, str] = {}
@@ -326,9 +461,11 @@ class Artifact:
             raise FileNotFoundError(f"{path} is not an artifact folder: no {MANIFEST} "
                                     "(make one with `edgeconv export`)")
         try:
-            raw = json.loads(mf.read_text())
+            raw = json.loads(mf.read_bytes())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ArtifactError(f"{mf}: not valid JSON ({e}); export again (`edgeconv export ... --force`)") from None
+        except OSError as e:
+            raise ArtifactError(f"{mf}: cannot be read ({e.strerror}); export again") from None
         return cls(path, Manifest.from_dict(raw, str(mf)))
 
     @property
@@ -356,29 +493,56 @@ class Artifact:
         failed = {(e.get("format"), e.get("precision")) for e in self.errors if isinstance(e, dict)}
         return [tuple(r) for r in self.manifest.requested if tuple(r) not in have | failed]
 
-    def require_complete(self) -> None:
-        """Raise naming what is missing when the export did not finish."""
+    def incomplete(self) -> str | None:
+        """Why the export is not whole (naming what is missing), or None."""
         missing = self.missing()
         if missing or not self.manifest.complete:
             what = ", ".join(f"{f} {p}" for f, p in missing) or "its last steps"
-            raise ArtifactError(f"{self.path}: the export did not finish (missing: {what}); run the same "
-                                "`edgeconv export` again to fill in what is missing")
+            return (f"{self.path}: the export did not finish (missing: {what}); run the same `edgeconv export` "
+                    "again to fill in what is missing")
+        return None
+
+    def require_complete(self) -> None:
+        """Raise naming what is missing when the export did not finish."""
+        why = self.incomplete()
+        if why:
+            raise ArtifactError(why)
 
     def checked(self, name: str) -> Path:
         """The path of file ``name``, after checking it is the file the manifest describes."""
         entry = self.files.get(name)
         if entry is None:
             raise ArtifactError(f"{self.path}: {name} is not listed in the manifest")
+        return self._checked(name, entry.sha256, entry.bytes, f"{entry.format}", f"the {entry.precision} file")
+
+    def reference(self) -> Path:
+        """The eager reference (``reference.pt`` or ``.pt2``), checked against the manifest where it
+        records one (manifests before the record was added name none: the file is trusted)."""
+        ref = self.manifest.reference
+        if ref is None:
+            name = "reference.pt2" if self.manifest.source.get("kind") == "pt2" else "reference.pt"
+            path = self.path / name
+            if not path.exists():
+                raise ArtifactError(f"{path} is missing: the eager reference is written by `edgeconv export`; "
+                                    "export again")
+            return path
+        return self._checked(ref["file"], ref["sha256"], ref["bytes"], "eager reference", "the reference")
+
+    def _checked(self, name: str, sha: str, size: int, kind: str, what: str) -> Path:
         path = self.path / name
-        if not path.exists():
-            raise ArtifactError(f"{path} is listed in the manifest but does not exist; export again")
-        size = path.stat().st_size
-        if size != entry.bytes or cached_sha256(path) != entry.sha256:
-            raise ArtifactError(f"{path} ({entry.format}): its sha256 does not match the manifest's (expected "
-                                f"{entry.sha256[:16]}..., {entry.bytes} bytes; the file has {size}): not the "
-                                f"{entry.precision} file that was exported; it was changed, replaced or truncated "
-                                "since; export again")
+        if not path.is_file():
+            raise ArtifactError(f"{path} is listed in the manifest but " + ("is not a regular file" if path.exists()
+                                else "does not exist") + "; export again")
+        actual = path.stat().st_size
+        if actual != size or cached_sha256(path) != sha:
+            raise ArtifactError(f"{path} ({kind}): its sha256 does not match the manifest's (expected {sha}, "
+                                f"{size} bytes; the file has {actual}): not {what} that was exported; it was "
+                                "changed, replaced or truncated since; export again")
         return path
+
+    def own_files(self) -> list[str]:
+        """The names of the files edgeconv wrote in this folder: what ``--force`` may delete."""
+        return sorted(set(OWN_FILES) | set(self.files))
 
     def save(self) -> None:
         write_json_atomic(self.path / MANIFEST, self.manifest.to_dict())
@@ -393,47 +557,72 @@ class FolderLock:
     """An advisory lock on a folder (``.edgeconv.lock`` inside it) held for a block of work.
 
     The lock is ``flock`` on the file, so the kernel releases it when its holder dies however it
-    dies, and the next writer takes it over; the file names the holder (pid, host, command,
-    start time) for the error a second writer gets."""
+    dies (kill -9 included), and the next writer takes it over; the file names the holder (pid,
+    host, command, start time) for the error a second writer gets. The holder removes the file
+    when it is done, so no lock file is left in the folder; a writer that locked a file which was
+    removed meanwhile (the inode no longer at the path) starts again on the new one."""
 
     NAME = ".edgeconv.lock"
 
-    def __init__(self, folder: str | Path, what: str = "folder"):
+    def __init__(self, folder: str | Path, what: str = "folder", name: str | None = None, subject=None):
         self.folder = Path(folder)
         self.what = what
+        self.path = self.folder / (name or self.NAME)
+        self.subject = subject or self.folder  # what the error says is in use
         self.fd: int | None = None
 
     def __enter__(self) -> FolderLock:
         import fcntl
         import sys
+        self.created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / self.NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                holder = json.loads(path.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
-                holder = {}
-            raise LockedError(f"{self.folder} is in use by another edgeconv process (pid {holder.get('pid', '?')} "
-                              f"on {holder.get('host', '?')}, since {holder.get('since', '?')}: "
-                              f"{holder.get('command', '?')}); wait for it to finish or use another "
-                              f"{self.what}") from None
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                raise LockedError(self._held_by()) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the holder before us removed the file after we opened it
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "command": " ".join(sys.argv[:6])}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock holds without its holder's name, and the work will say why it stops
         self.fd = fd
         return self
+
+    def _held_by(self) -> str:
+        try:
+            holder = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            holder = {}
+        holder = holder if isinstance(holder, dict) else {}
+        return (f"{self.subject} is in use by another edgeconv process (pid {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')}, since {holder.get('since', '?')}: {holder.get('command', '?')}); wait "
+                f"for it to finish or use another {self.what}")
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
             try:
-                os.ftruncate(self.fd, 0)
+                os.unlink(self.path)  # still ours: removed while the lock is held
+            except OSError:
+                pass
             finally:
                 os.close(self.fd)  # closing releases the flock
             self.fd = None
+            if self.created:  # a folder made for work that wrote nothing is not left behind
+                try:
+                    self.folder.rmdir()
+                except OSError:
+                    pass

@@ -52,8 +52,12 @@ class TimingConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 <= v < float("inf")):
                 raise ValueError(f"{name}={v!r}: must be a finite number of seconds >= 0")
-        if self.max_seconds <= 0 or self.sample_every <= 0:
-            raise ValueError("max_seconds and sample_every must be > 0")
+        for name in ("max_seconds", "sample_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be > 0")
+        if self.min_seconds > self.max_seconds:
+            raise ValueError(f"min_seconds={self.min_seconds!r} is more than max_seconds={self.max_seconds!r}: "
+                             "timing stops at max_seconds; raise it or lower min_seconds")
         if self.affinity is not None and not all(p.replace("-", "").isdigit() for p in self.affinity.split(",")):
             raise ValueError(f"affinity={self.affinity!r}: CPUs like 0-3 or 2,3")
 
@@ -126,13 +130,18 @@ class ResultsFile:
         tmp.write_bytes(keep)
         os.replace(tmp, self.path)
 
-    def records(self) -> list[dict]:
-        """Every record in the file; ``skipped`` counts the lines that are not (torn, garbage)."""
+    def records(self, warn: bool = True) -> list[dict]:
+        """Every record in the file; ``skipped`` counts the lines that are not (torn, garbage, or
+        records whose fields have the wrong types), and ``warn`` says so in a warning."""
         self.skipped = 0
         if not self.path.exists():
             return []
         out = []
-        for line in self.path.read_bytes().decode("utf-8", errors="replace").splitlines():
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:
+            raise ValueError(f"cannot read the results file {self.path} ({e.strerror})") from None
+        for line in data.decode("utf-8", errors="replace").splitlines():
             if not line.strip():
                 continue
             try:
@@ -140,20 +149,30 @@ class ResultsFile:
             except json.JSONDecodeError:
                 self.skipped += 1
                 continue
-            if isinstance(rec, dict) and isinstance(rec.get("device"), dict) and "status" in rec:
+            if is_record(rec):
                 out.append(rec)
             else:
                 self.skipped += 1
+        if warn and self.skipped:
+            import warnings
+            warnings.warn(f"{self.path}: skipped {self.skipped} line(s) that are not benchmark records (torn, "
+                          "garbage or malformed)", stacklevel=2)
         return out
 
     def check_writable(self) -> None:
-        """Refuse, before anything is measured, a results file that cannot be appended to."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
-        except OSError as e:
-            raise ValueError(f"cannot write the results file {self.path} ({e.strerror}); choose another "
-                             "--results") from None
+        """Refuse, before anything is measured, a results file that cannot be appended to, and a
+        file that is not one (records are appended only to a results file or a new one)."""
+        if self.path.is_file() and self.path.stat().st_size and not self.records(warn=False):
+            raise ValueError(f"--results {self.path} exists and holds no benchmark records; edgeconv appends "
+                             "only to its own results files: choose another --results")
+        from .artifact import ensure_writable
+        ensure_writable(self.path.parent, "--results")
+        if self.path.exists():
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))
+            except OSError as e:
+                raise ValueError(f"cannot write the results file {self.path} ({e.strerror}); choose another "
+                                 "--results") from None
 
     def append(self, rec: dict) -> None:
         line = (json.dumps(jsonable(rec), separators=(",", ":")) + "\n").encode()
@@ -174,6 +193,26 @@ class ResultsFile:
                     f.write(line)
                 raise OSError(e.errno, f"cannot append to {self.path} ({e.strerror}); the record measured "
                                        f"is kept in {spare}") from None
+
+
+_RECORD_FIELDS = {"status": str, "sha256": str, "runtime": str, "format": str, "precision": str, "file": str,
+                  "artifact": str, "model": str, "block": str, "threads": int, "samples_ms": list,
+                  "samples_t_s": list, "reported": dict, "config": dict}
+
+
+def is_record(rec) -> bool:
+    """A benchmark record whose fields every reader uses have the types they expect."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("device"), dict) \
+            or not all(k in rec for k in ("status", "runtime", "threads", "file")):
+        return False
+    if not isinstance(rec["device"].get("name"), str):
+        return False
+    for key, kind in _RECORD_FIELDS.items():
+        v = rec.get(key)
+        if v is not None and (not isinstance(v, kind) or (kind is int and isinstance(v, bool))):
+            return False
+    return all(isinstance(x, (int, float)) and not isinstance(x, bool) for key in ("samples_ms", "samples_t_s")
+               for x in rec.get(key) or ())
 
 
 def run_key(sha256: str, runtime: str, device: str, threads: int, block: str | None = None) -> tuple:
@@ -230,15 +269,18 @@ def plan(artifact_dirs, runtimes=None, threads=(1,), precisions=None, formats=No
     _csv_check(formats, tuple(FORMATS), "format")
     if not threads or any(not isinstance(t, int) or isinstance(t, bool) or t < 1 for t in threads):
         raise ValueError(f"threads {list(threads)}: thread counts are whole numbers >= 1")
-    jobs = []
+    jobs, seen = [], set()
     for d in artifact_dirs:
         art = d if isinstance(d, Artifact) else Artifact.load(d)
+        if art.path.resolve() in seen:  # named twice: timed once, not twice against itself
+            continue
+        seen.add(art.path.resolve())
         art.require_complete()
         for name, entry in sorted(art.files.items()):
             if (runtimes and entry.runtime not in runtimes) or (precisions and entry.precision not in precisions) \
                     or (formats and entry.format not in formats):
                 continue
-            for t in threads:
+            for t in dict.fromkeys(threads):
                 jobs.append(Job(art, name, entry, int(t)))
     return jobs
 
@@ -365,7 +407,7 @@ def bench(artifact_dirs, devices: list[str], results: str | Path, *, inventory=N
         connect(cluster)
     if not devices:
         raise ValueError("no device given: name at least one (local, qemu-arm64, or one of the inventory)")
-    devs = [get_device(n, inventory) for n in devices]
+    devs = [get_device(n, inventory) for n in dict.fromkeys(devices)]  # one timing thread per device
     jobs = plan(artifact_dirs, runtimes, threads, precisions, formats)
     if not jobs:
         raise ValueError("nothing to run: no artifact file matches the runtime/precision/format given")
@@ -374,18 +416,22 @@ def bench(artifact_dirs, devices: list[str], results: str | Path, *, inventory=N
 
 def run_jobs(jobs: list[Job], devs, rf: ResultsFile, cfg: TimingConfig, *, force=False, progress=None,
              cluster: str | None = None) -> list[dict]:
+    """Run ``jobs`` on ``devs`` into ``rf``, which is locked meanwhile: a second bench into the
+    same file would time its runs against this one's and write the same records again."""
+    from .artifact import FolderLock
     rf.check_writable()
-    run_id = uuid.uuid4().hex[:12]
-    done = set() if force else completed(rf.records())
-    if cluster:
-        from .cluster import bench_on_cluster
-        return bench_on_cluster(cluster, jobs, devs, rf, cfg, run_id, done, progress)
-    with ThreadPoolExecutor(max_workers=len(devs)) as pool:
-        futures = [pool.submit(bench_device, d, jobs, rf, cfg, force, progress, run_id, done) for d in devs]
-        out = []
-        for f in futures:
-            out.extend(f.result())
-    return out
+    with FolderLock(rf.path.parent, "--results file", name=f".{rf.path.name}.lock", subject=rf.path):
+        run_id = uuid.uuid4().hex[:12]
+        done = set() if force else completed(rf.records())
+        if cluster:
+            from .cluster import bench_on_cluster
+            return bench_on_cluster(cluster, jobs, devs, rf, cfg, run_id, done, progress)
+        with ThreadPoolExecutor(max_workers=len(devs)) as pool:
+            futures = [pool.submit(bench_device, d, jobs, rf, cfg, force, progress, run_id, done) for d in devs]
+            out = []
+            for f in futures:
+                out.extend(f.result())
+        return out
 
 
 # -- compare: a model against its standard-conv twin ------------------------------------------
@@ -459,7 +505,7 @@ def compare(model: str, devices=("local",), *, out: str | Path = "artifacts/comp
     run_jobs(jobs, devs, rf, cfg, force=force, progress=progress)
     wanted = {j.entry.sha256 for j in jobs}
     names = {d.name for d in devs}
-    recs = [r for r in rf.records() if r.get("sha256") in wanted and r["device"]["name"] in names]
+    recs = [r for r in rf.records(warn=False) if r.get("sha256") in wanted and r["device"]["name"] in names]
     newest = list(latest(recs).values())
     return {"model_dir": str(mdir), "twin_dir": str(tdir), "results": str(results),
             "rows": compare_rows(newest, mdir, tdir), "failed": [r for r in newest if r.get("status") != "ok"],

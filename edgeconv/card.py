@@ -139,6 +139,12 @@ def card_from_dict(data: dict, base: Path, path: Path | None = None, where: str 
     bad = sorted(set(pre) - set(PREPROCESS_KEYS))
     if bad:
         raise CardError(f"{where}: unknown key preprocess.{bad[0]}; allowed: {', '.join(PREPROCESS_KEYS)}")
+    if pre:
+        from .data import Preprocess
+        try:
+            Preprocess.from_dict(pre, shape[1])
+        except (TypeError, ValueError) as e:
+            raise CardError(f"{where}: [preprocess] {e}") from None
     for key in ("labels", "weights", "description", "name"):
         if key in data and not isinstance(data[key], str):
             raise CardError(f"{where}: {key!r} must be a string")
@@ -155,14 +161,18 @@ def card_from_dict(data: dict, base: Path, path: Path | None = None, where: str 
 
 
 def _input_shape(data: dict, where: str) -> tuple[int, int, int]:
+    from .spec import MAX_CHANNELS, MAX_INPUT_SIZE
     if "input_shape" in data:
         s = data["input_shape"]
-        if not (isinstance(s, list) and len(s) == 3 and all(isinstance(v, int) and v > 0 for v in s)):
-            raise CardError(f"{where}: input_shape = {s!r}: must be [C, H, W] with positive whole numbers")
+        if not (isinstance(s, list) and len(s) == 3 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                            for v in s)
+                and s[0] <= MAX_CHANNELS and max(s[1:]) <= MAX_INPUT_SIZE):
+            raise CardError(f"{where}: input_shape = {s!r}: must be [C, H, W] with whole numbers, H and W from 1 "
+                            f"to {MAX_INPUT_SIZE}")
         return tuple(s)
     size = data.get("input_size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise CardError(f"{where}: needs input_size (e.g. 224) or input_shape = [C, H, W]"
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_INPUT_SIZE:
+        raise CardError(f"{where}: needs input_size from 1 to {MAX_INPUT_SIZE} (e.g. 224) or input_shape = [C, H, W]"
                         + (f"; got input_size = {size!r}" if size is not None else ""))
     return (3, size, size)
 

@@ -23,6 +23,7 @@ defined range (float ``F``, ``I`` beyond 16 bits) are skipped with a warning tha
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 
 from .artifact import SEED, file_digest, split_indices
 
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 DIGITS_TRAIN = 1297  # of 1797; the remaining 500 are held out for evaluation
 
@@ -44,16 +46,40 @@ class Preprocess:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"
 
+    def __post_init__(self):
+        from .spec import MAX_INPUT_SIZE
+        for key in ("resize", "crop"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 4 * MAX_INPUT_SIZE:
+                raise ValueError(f"{key}={v!r}: must be a whole number of pixels from 1 to {4 * MAX_INPUT_SIZE}")
+        for key in ("mean", "std"):
+            v = getattr(self, key)
+            if len(v) != 3 or not all(math.isfinite(x) for x in v):
+                raise ValueError(f"{key}={list(v)}: three finite numbers, one per RGB channel")
+        if not all(x > 0 for x in self.std):
+            raise ValueError(f"std={list(self.std)}: every value must be > 0")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation={self.interpolation!r}: one of {', '.join(INTERPOLATIONS)}")
+
     @classmethod
     def from_dict(cls, d: dict, input_size: int) -> Preprocess:
+        if d is not None and not isinstance(d, dict):
+            raise ValueError(f"preprocess must be a table (resize, crop, mean, std, interpolation), not {d!r}")
         d = {k: v for k, v in (d or {}).items() if k not in ("scale", "layout", "channel_order")}
+        unknown = sorted(set(d) - {"resize", "crop", "mean", "std", "interpolation"})
+        if unknown:
+            raise ValueError(f"unknown preprocess key {unknown[0]!r}; known: resize, crop, mean, std, interpolation")
         d.setdefault("resize", input_size)
         d.setdefault("crop", input_size)
-        if d["crop"] != input_size:  # the model runs at another resolution: keep the crop ratio
+        if d["crop"] != input_size and all(isinstance(d[k], (int, float)) and d[k] > 0 for k in ("resize", "crop")):
+            # the model runs at another resolution: keep the crop ratio
             d["resize"] = round(d["resize"] * input_size / d["crop"])
             d["crop"] = input_size
         for k in ("mean", "std"):
             if k in d:
+                if not isinstance(d[k], (list, tuple)) or not all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in d[k]):
+                    raise ValueError(f"{k}={d[k]!r}: three numbers, one per RGB channel")
                 d[k] = tuple(float(v) for v in d[k])
         return cls(**d)
 
@@ -117,6 +143,7 @@ class Dataset:
     digests: list[str] = field(default_factory=list)   # content digest of each file kept
     left_out: int = 0                                   # files left out because they calibrated
     class_index: str | None = None
+    disjoint: bool | None = None                        # heldout(): known to share no calibration sample
 
     def __len__(self) -> int:
         return len(self.x)
@@ -174,15 +201,20 @@ def read_class_index(path: Path) -> list[str]:
     return names
 
 
-def _folder(root: Path, pre: Preprocess, split: str, calib_count: int, limit: int | None,
-            labels: list[str] | None, class_index: Path | None, exclude=frozenset()) -> Dataset:
-    from PIL import Image, UnidentifiedImageError
+def image_files(root: Path) -> tuple[list[Path], list[str]]:
+    """The image files under ``root`` (sorted) and the other files there, by suffix."""
     every = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
     files = [p for p in every if p.suffix.lower() in IMAGE_SUFFIXES]
-    not_images = [str(p) for p in every if p.suffix.lower() not in IMAGE_SUFFIXES]
     if not files:
         raise ValueError(f"data folder {root} holds no image files; expected one sub-folder of images "
                          "per class, or ImageNet-style <wnid>_*.JPEG files with --class-index")
+    return files, [str(p) for p in every if p.suffix.lower() not in IMAGE_SUFFIXES]
+
+
+def folder_labels(root: Path, files: list[Path], labels: list[str] | None, class_index: Path | None):
+    """How a file of the folder ``root`` gets its label: by its class sub-folder (named like one of
+    ``labels``, or a class number) or by the wnid of its name or folder in ``class_index``; None
+    for a flat folder without a class index. A mismatch is an error naming examples."""
     subdirs = sorted({p.parent for p in files} - {root})
     if class_index is not None:
         index = {name: i for i, name in enumerate(read_class_index(class_index))}
@@ -192,22 +224,30 @@ def _folder(root: Path, pre: Preprocess, split: str, calib_count: int, limit: in
             raise ValueError(f"{len(unknown)} class name(s) in {root} are not in the class index "
                              f"{class_index}: {', '.join(unknown[:5])}; name files <wnid>_*.JPEG or "
                              "folders <wnid>/ with wnids listed in the class-index file")
-        label_of = lambda p: index[key(p)]  # noqa: E731
-    elif subdirs:
-        names = [d.name for d in subdirs]
-        lookup = {str(n).lower(): i for i, n in enumerate(labels or [])}
-        if all(n.lower() in lookup for n in names):
-            label_of = lambda p: lookup[p.parent.name.lower()]  # noqa: E731
-        elif all(n.isdigit() and labels and int(n) < len(labels) for n in names):
-            label_of = lambda p: int(p.parent.name)  # noqa: E731
-        else:
-            bad = [n for n in names if n.lower() not in lookup][:5]
-            raise ValueError(f"the class folders of {root} do not match the model's labels "
-                             f"(e.g. {', '.join(bad)}; the model has {len(labels or [])} labels such as "
-                             f"{', '.join(map(str, (labels or [])[:3]))}); name the folders after the "
-                             "labels or by class number, or pass --class-index")
-    else:
-        label_of = None
+        if labels and len(index) > len(labels):
+            raise ValueError(f"class-index file {class_index} lists {len(index)} classes but the model has "
+                             f"{len(labels)} labels; one line per class of the model")
+        return lambda p: index[key(p)]
+    if not subdirs:
+        return None
+    names = [d.name for d in subdirs]
+    lookup = {str(n).lower(): i for i, n in enumerate(labels or [])}
+    if all(n.lower() in lookup for n in names):
+        return lambda p: lookup[p.parent.name.lower()]
+    if all(n.isdigit() and labels and int(n) < len(labels) for n in names):
+        return lambda p: int(p.parent.name)
+    bad = [n for n in names if n.lower() not in lookup][:5]
+    raise ValueError(f"the class folders of {root} do not match the model's labels "
+                     f"(e.g. {', '.join(bad)}; the model has {len(labels or [])} labels such as "
+                     f"{', '.join(map(str, (labels or [])[:3]))}); name the folders after the "
+                     "labels or by class number, or pass --class-index")
+
+
+def _folder(root: Path, pre: Preprocess, split: str, calib_count: int, limit: int | None,
+            labels: list[str] | None, class_index: Path | None, exclude=frozenset(), labelled: bool = True) -> Dataset:
+    from PIL import Image, UnidentifiedImageError
+    files, not_images = image_files(root)
+    label_of = folder_labels(root, files, labels, class_index) if labelled or class_index else None
     files = [files[i] for i in split_indices(len(files), split, calib_count)]
     xs, ys, kept, digests, unreadable, odd_modes, left_out = [], [], [], [], list(not_images), [], 0
     for p in files:
@@ -222,6 +262,9 @@ def _folder(root: Path, pre: Preprocess, split: str, calib_count: int, limit: in
                 xs.append(pre(img))
         except ImageModeError as e:
             odd_modes.append((str(p), str(e)))
+            continue
+        except Image.DecompressionBombError as e:
+            odd_modes.append((str(p), str(e).split(" could be")[0]))
             continue
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             unreadable.append(str(p))
@@ -239,8 +282,9 @@ def _folder(root: Path, pre: Preprocess, split: str, calib_count: int, limit: in
                       "RGB or greyscale", stacklevel=3)
     skipped = unreadable + [p for p, _ in odd_modes]
     if not xs:
-        raise ValueError(f"no readable images for the {split} split in {root} "
-                         f"({len(skipped)} file(s) skipped)")
+        why = f"{len(skipped)} file(s) skipped" + (f", {left_out} left out because they calibrated the artifact"
+                                                   if left_out else "")
+        raise ValueError(f"no readable images for the {split} split in {root} ({why})")
     y = np.asarray(ys, np.int64) if label_of is not None else None
     return Dataset(np.stack(xs), y, str(root.resolve()), split, kept, skipped, digests, left_out,
                    str(class_index.resolve()) if class_index else None)
@@ -249,19 +293,24 @@ def _folder(root: Path, pre: Preprocess, split: str, calib_count: int, limit: in
 def load_data(source: str | Path, *, input_shape: tuple[int, int, int], preprocess: dict | None = None,
               split: str = "calib", calib_count: int = 64, limit: int | None = None,
               labels: list[str] | None = None, class_index: str | Path | None = None,
-              exclude=frozenset()) -> Dataset:
+              exclude=frozenset(), labelled: bool = True) -> Dataset:
     """Load ``source`` (see the module docstring) as model inputs of ``input_shape`` (C, H, W);
-    files whose digest is in ``exclude`` are left out (counted in ``left_out``)."""
+    files whose digest is in ``exclude`` are left out (counted in ``left_out``). With
+    ``labelled=False`` (calibration) a folder's class names are not matched to ``labels``."""
     c, h, w = input_shape
     if h != w:
         raise ValueError(f"input {h}x{w}: only square inputs are supported")
     pre = Preprocess.from_dict(preprocess or {}, h)
     source_s = str(source)
+    if class_index is not None and not Path(source_s).is_dir():
+        raise ValueError(f"--class-index {class_index} labels the images of a folder; the data source "
+                         f"{source_s!r} is not one (drop --class-index or pass an image folder)")
     if source_s == "digits":
         ds = _digits(pre, split, calib_count, limit)
     elif source_s == "random":
-        warnings.warn("calibrating on random noise: int8 ranges will not fit real images; "
-                      "use --calib digits or an image folder", stacklevel=2)
+        if split == "calib":
+            warnings.warn("calibrating on random noise: int8 ranges will not fit real images; "
+                          "use --calib digits or an image folder", stacklevel=2)
         n = calib_count if split == "calib" else (limit or calib_count)
         x = np.random.default_rng(SEED).standard_normal((n, c, h, w)).astype(np.float32)
         ds = Dataset(x, None, "random", split)
@@ -285,7 +334,7 @@ def load_data(source: str | Path, *, input_shape: tuple[int, int, int], preproce
             raise ValueError(f"data source {source_s!r}: not 'digits', 'random', a .npy file or an "
                              "existing folder")
         ds = _folder(root, pre, split, calib_count, limit, labels,
-                     Path(class_index) if class_index else None, exclude)
+                     Path(class_index) if class_index else None, exclude, labelled)
     if len(ds) == 0:
         raise ValueError(f"data source {source_s!r} gave no samples for the {split} split")
     if ds.x.shape[1] != c:
@@ -297,22 +346,33 @@ def load_data(source: str | Path, *, input_shape: tuple[int, int, int], preproce
 
 
 def heldout(source: str, *, input_shape, preprocess: dict | None, calibration: dict | None,
-            labels=None, class_index=None, limit: int | None = None) -> Dataset:
+            labels=None, class_index=None, limit: int | None = None, labelled: bool = True) -> Dataset:
     """Samples of ``source`` that never calibrated the artifact whose manifest recorded
     ``calibration``: the 500 held-out digits, or every image of a folder whose content digest is
     not among the calibration files'. The one rule ``check`` and ``verify`` both use."""
     calibration = calibration or {}
     if str(source) == "digits":
-        return load_data("digits", input_shape=input_shape, preprocess=preprocess, split="eval", limit=limit)
+        ds = load_data("digits", input_shape=input_shape, preprocess=preprocess, split="eval", limit=limit)
+        ds.disjoint = True  # the fixed split: calibration draws from the training digits only
+        return ds
     same_folder = calibration.get("source") and Path(str(source)).resolve() == Path(calibration["source"])
     class_index = class_index or (calibration.get("class_index") if same_folder else None)
-    return load_data(source, input_shape=input_shape, preprocess=preprocess, split="all", limit=limit,
-                     labels=labels, class_index=class_index, exclude=frozenset(calibration.get("digests") or ()))
+    ds = load_data(source, input_shape=input_shape, preprocess=preprocess, split="all", limit=limit,
+                   labels=labels, class_index=class_index, exclude=frozenset(calibration.get("digests") or ()),
+                   labelled=labelled)
+    cal_source = str(calibration.get("source") or "")
+    # Files are told apart by content only where the manifest fingerprints the calibration images
+    # (not a .npy of ready inputs, nor an array given through the API); digits and noise cannot be
+    # among a folder's images.
+    ds.disjoint = cal_source in ("digits", "random") or (
+        bool(calibration.get("digests")) and not cal_source.endswith(".npy"))
+    return ds
 
 
 def calibration(source: str, model, count: int, class_index=None) -> Dataset:
-    """``count`` calibration samples of ``source`` for ``model``, in its preprocessing (class folders
-    named after its labels)."""
+    """``count`` calibration samples of ``source`` for ``model``, in its preprocessing. Calibration
+    needs no labels: a folder's class sub-folders are read whatever they are named."""
     card = model.card
     return load_data(source, input_shape=model.input_shape, preprocess=card.preprocess, split="calib",
-                     calib_count=count, labels=list(card.labels or []) or None, class_index=class_index)
+                     calib_count=count, labels=list(card.labels or []) or None, class_index=class_index,
+                     labelled=False)

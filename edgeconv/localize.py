@@ -256,7 +256,11 @@ def localize_artifact(art, ev, keep_fp32=(), depth: int = 1) -> dict:
         warnings.simplefilter("ignore")  # its unreadable files were reported when the artifact was made
         cal = load_data(source, input_shape=tuple(m.input_shape_nchw[1:]), preprocess=m.preprocess, split="calib",
                         calib_count=int(calib.get("count") or recipe.calib_count), labels=m.labels,
-                        class_index=calib.get("class_index"))
+                        class_index=calib.get("class_index"), labelled=False)
+    if calib.get("digests") and sorted(cal.digests) != sorted(calib["digests"]):
+        raise ValueError(f"{art.path}: the calibration folder {source} has changed since the export (its "
+                         "calibration images are not the ones the manifest records); --localize would rank "
+                         "the blocks on other samples: export again from this folder")
     out = {"localize": localize(model, cal.x, quant=recipe, depth=depth)}
     if keep_fp32:
         check_module_paths(_with_card(model, m), keep_fp32)

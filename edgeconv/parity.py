@@ -17,8 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from .accuracy import max_errors, run_file, sqnr_db, top1_agreement
-from .artifact import Artifact, ArtifactError, jsonable, write_json_atomic
+from .artifact import Artifact, ArtifactError, jsonable, save_result
 from .quiet import message
+
+
+MAX_COUNT = 10_000  # parity is settled long before; more only fills memory
 
 
 @dataclass(frozen=True)
@@ -32,14 +35,16 @@ class Thresholds:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
                 raise ValueError(f"{name}={v!r}: must be a finite number")
-        if self.fp32_rtol < 0 or not 0 <= self.min_agreement <= 1:
-            raise ValueError("fp32_rtol must be >= 0 and min_agreement between 0 and 1")
+        if self.fp32_rtol < 0:
+            raise ValueError(f"fp32_rtol={self.fp32_rtol!r}: must be >= 0")
+        if not 0 <= self.min_agreement <= 1:
+            raise ValueError(f"min_agreement={self.min_agreement!r}: a fraction between 0 and 1 (0.9 = 90%)")
 
 
 def reference_model(art: Artifact):
     """The eager model the artifact was exported from (see ``edgeconv.zoo.load_reference``)."""
     from .zoo import load_reference
-    return load_reference(art.manifest.source, art.path)
+    return load_reference(art.manifest.source, art.reference())
 
 
 def verify_inputs(art: Artifact, count: int = 32) -> tuple[np.ndarray, str]:
@@ -50,7 +55,7 @@ def verify_inputs(art: Artifact, count: int = 32) -> tuple[np.ndarray, str]:
     source = (m.calibration or {}).get("source")
     if source == "digits" or (source and Path(source).is_dir()):
         ds = heldout(source, input_shape=tuple(m.input_shape_nchw[1:]), preprocess=m.preprocess,
-                     calibration=m.calibration, labels=m.labels, limit=count)
+                     calibration=m.calibration, labels=m.labels, limit=count, labelled=False)
         return ds.x, f"{source} (held-out, {len(ds)})"
     shape = tuple(m.input_shape_nchw[1:])
     return np.random.default_rng(1).standard_normal((count, *shape)).astype(np.float32), f"random ({count})"
@@ -62,8 +67,8 @@ def verify(artifact: str | Path | Artifact, thresholds: Thresholds = Thresholds(
     into the folder and returns the same dict."""
     import torch
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
-    if count < 1:
-        raise ValueError(f"--count {count}: need at least one input")
+    if not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+        raise ValueError(f"--count {count}: from 1 to {MAX_COUNT} inputs")
     x, source = (inputs, "given") if inputs is not None else verify_inputs(art, count)
     model = reference_model(art)
     with torch.no_grad():  # one sample at a time, as the files run (a .pt2 reference has batch 1)
@@ -88,14 +93,11 @@ def verify(artifact: str | Path | Artifact, thresholds: Thresholds = Thresholds(
     for a, b in itertools.combinations(int8, 2):
         pairs.append({"a": a, "b": b, "sqnr_db": sqnr_db(outputs[a], outputs[b]),
                       "agreement": top1_agreement(outputs[a], outputs[b])})
-    missing = [f"{f} {p}" for f, p in art.missing()]
-    incomplete = [] if art.manifest.complete else [
-        f"the export did not finish (missing: {', '.join(missing) or 'its last steps'}); run the same "
-        "`edgeconv export` again to fill it in"]
+    incomplete = [art.incomplete()] if art.incomplete() else []
     result = {"artifact": str(art.path), "inputs": source, "count": int(len(x)),
               "thresholds": asdict(thresholds), "rows": rows, "int8_pairs": pairs,
               "export_errors": [e["message"] for e in art.errors] + incomplete,
               "ok": all(r["ok"] for r in rows) and not art.errors and not incomplete and bool(rows)}
     result = jsonable(result)
-    write_json_atomic(art.path / "verify.json", result)
+    save_result(art.path / "verify.json", result)
     return result

@@ -33,16 +33,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .artifact import FORMATS, PRECISIONS, RUNTIMES, FolderLock, write_json_atomic
+from .artifact import FORMATS, PRECISIONS, RUNTIMES, FolderLock, ensure_writable, write_json_atomic
 
 STAGES = ("build", "train", "export", "verify", "check", "sweep", "bench", "report")
 RUN_FILES = ("run.json", "models.json", "results.jsonl", "report.html", "report.md", "report.json")
 RUN_FOLDERS = ("checkpoints", "artifacts", "plots", "sweep")
+SIDES = ("model", "twin")
 ALLOWED = {"formats": tuple(FORMATS), "precisions": PRECISIONS, "runtimes": RUNTIMES}
 SECTIONS = {
     "model": ("model", "pretrained", "weights", "twin_weights", "input_size"),
@@ -187,6 +187,7 @@ class RunConfig:
             self.recipe()
         except ValueError as e:
             raise ValueError(f"[quant]: {e}") from None
+        self.timing()
         if self.cluster:
             from .cluster import resolve
             if self.cluster != "auto":
@@ -194,6 +195,14 @@ class RunConfig:
         self._validate_names()
         if self.sweep:
             sweep_variants(self)
+
+    def timing(self):
+        """The bench stage's timing (``edgeconv.benchmark.TimingConfig``, which checks it)."""
+        from .benchmark import TimingConfig
+        try:
+            return TimingConfig(warmup=self.warmup, min_runs=self.min_runs, min_seconds=self.min_seconds)
+        except ValueError as e:
+            raise ValueError(f"[bench]: {e}") from None
 
     def _validate_names(self) -> None:
         from .zoo import list_models
@@ -212,6 +221,50 @@ class RunConfig:
                 get_device(name, self.inventory or None)
             except (ValueError, FileNotFoundError) as e:
                 raise ValueError(f"key 'devices': {e}") from None
+        exported = {FORMATS[f].runtime for f in self.formats}
+        idle = [r for r in self.runtimes if r not in exported]
+        if idle:
+            raise ValueError(f"key 'runtimes': {idle[0]!r} runs none of the formats exported "
+                             f"({', '.join(self.formats)}); runtimes of those: {', '.join(sorted(exported))}")
+        self._validate_model()
+
+    def _validate_model(self) -> None:
+        """What the stages would find out late about the model: its options, weights, the modules
+        the recipe keeps in fp32, and the data folder's classes against its labels."""
+        from .card import check_module_paths
+        from .spec import read_toml
+        from .zoo import create_model, load_spec, load_weights
+        is_card = self.model.endswith(".toml") and "source" in read_toml(self.model, "model card")
+        if self.pretrained:
+            if is_card:
+                raise ValueError("key 'pretrained' = true: a model card loads its own weights (its source or "
+                                 "'weights'); drop 'pretrained'")
+            if not load_spec(self.model).pretrained:
+                raise ValueError(f"key 'pretrained' = true: {self.model} has no pretrained weights; set 'weights' "
+                                 "or leave the model to be trained")
+        keep = self.recipe().keep_fp32
+        for twin, key in ((False, "weights"), (True, "twin_weights")):
+            try:
+                model = create_model(self.model, twin=twin, input_size=self.input_size or None)
+            except ValueError as e:
+                raise ValueError(f"key 'model' = {self.model!r}: {e}") from None
+            if getattr(self, key):
+                try:
+                    load_weights(model, getattr(self, key))
+                except ValueError as e:
+                    raise ValueError(f"key {key!r}: {e}") from None
+            check_module_paths(model, keep, "[quant] keep_fp32")
+        if self.data != "digits":
+            from .data import folder_labels, image_files
+            root = Path(self.data).expanduser()
+            try:
+                folder_labels(root, image_files(root)[0], list(model.card.labels or []) or None,
+                              Path(self.class_index) if self.class_index else None)
+            except (ValueError, FileNotFoundError) as e:
+                raise ValueError(f"key 'data': {e}") from None
+        elif self.class_index:
+            raise ValueError("key 'class_index' labels the images of a data folder; 'data' is 'digits' "
+                             "(drop class_index or set data to an image folder)")
 
 
 def _compared(config: dict | None) -> dict | None:
@@ -343,9 +396,13 @@ class Run:
         self.state_path = self.dir / "run.json"
         if self.state_path.exists():
             try:
-                state = json.loads(self.state_path.read_text())
-            except json.JSONDecodeError:
+                state = json.loads(self.state_path.read_bytes())
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 raise ValueError(f"{self.state_path} is not valid JSON; start over with --force") from None
+            if not isinstance(state, dict) or not isinstance(state.get("stages"), dict) or not all(
+                    isinstance(v, dict) for v in state["stages"].values()):
+                raise ValueError(f"{self.state_path} is not a run record (an object with 'config' and a "
+                                 "'stages' table); start over with --force")
             if _compared(state.get("config")) != _compared(asdict(config)):
                 raise ValueError(f"{self.dir} holds a run with another config; use a new folder or "
                                  "--force to start over")
@@ -474,12 +531,10 @@ class Run:
         return {"variants": len(res["variants"]), "ran": len(res["ran"]), "seconds": res["seconds"]}
 
     def bench(self):
-        from .benchmark import TimingConfig, bench
+        from .benchmark import bench
         recs = bench([self.dir / "artifacts" / "model", self.dir / "artifacts" / "twin"], self.cfg.devices,
                      self.dir / "results.jsonl", inventory=self.cfg.inventory or None,
-                     runtimes=self.cfg.runtimes or None, threads=tuple(self.cfg.threads),
-                     cfg=TimingConfig(warmup=self.cfg.warmup, min_runs=self.cfg.min_runs,
-                                      min_seconds=self.cfg.min_seconds),
+                     runtimes=self.cfg.runtimes or None, threads=tuple(self.cfg.threads), cfg=self.cfg.timing(),
                      progress=self.progress, cluster=self.cfg.cluster or None)
         return {"records": len(recs), "errors": sum(r.get("status") != "ok" for r in recs)}
 
@@ -495,25 +550,43 @@ class Run:
 
 
 def _clear_run(out: Path, force: bool) -> None:
-    """Make ``out`` ready for a run: a new or empty folder, or a run folder (kept to resume, or
-    with ``force`` emptied of what a run writes). A folder holding anything else is refused."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise FileExistsError(f"{out} is a file; --out names a run folder")
+    """Make the folder ``out`` ready for a run: empty, or a run folder (kept to resume, or with
+    ``force`` emptied of what a run writes there, and of nothing else). A folder holding anything
+    else is refused."""
     entries = [p for p in out.iterdir() if p.name != FolderLock.NAME]
     if not entries:
         return
-    if not (out / "run.json").exists():
+    if not (out / "run.json").is_file():
         raise FileExistsError(f"{out} is not empty and is not a run folder (no run.json); edgeconv will not "
                               "write into it or delete anything there: choose another --out")
     if force:
-        for name in RUN_FILES:
-            if (out / name).is_file():
-                (out / name).unlink()
-        for name in RUN_FOLDERS:
-            if (out / name).is_dir():
-                shutil.rmtree(out / name)
+        for path in _run_files(out):
+            path.unlink()
+        sweep = [p for p in (out / "sweep").iterdir() if p.is_dir()] if (out / "sweep").is_dir() else []
+        for folder in [out / "artifacts" / side for side in SIDES] + sweep + [out / name for name in RUN_FOLDERS]:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def _run_files(out: Path) -> list[Path]:
+    """The files of run folder ``out`` that a run wrote (a user's own files there are not among
+    them). An artifact whose manifest cannot be read is refused: what it holds is unknown."""
+    from .artifact import Artifact, ArtifactError
+    names = list(RUN_FILES) + [f"checkpoints/{side}{ext}" for side in SIDES for ext in (".pt", ".json")]
+    names += [f"plots/{p}.png" for p in ("cost", "latency", "twin_speedup", "accuracy")]
+    variants = sorted(p.name for p in (out / "sweep").iterdir() if p.is_dir()) if (out / "sweep").is_dir() else []
+    names += ["sweep/sweep.json"] + [f"sweep/{v}/variant.json" for v in variants]
+    for rel in [f"artifacts/{side}" for side in SIDES] + [f"sweep/{v}" for v in variants]:
+        folder = out / rel
+        if not (folder / "manifest.json").is_file():
+            continue
+        try:
+            names += [f"{rel}/{name}" for name in Artifact.load(folder).own_files()]
+        except ArtifactError as e:
+            raise FileExistsError(f"{folder} holds a manifest edgeconv cannot read, so --force cannot tell which "
+                                  f"files there the run wrote and deletes none: remove {folder} yourself or choose "
+                                  f"another --out ({e})") from None
+    return [out / n for n in names if (out / n).is_file()]
 
 
 def run(config: RunConfig | str | Path | None = None, out: str | Path = "runs/default", force: bool = False,
@@ -527,7 +600,10 @@ def run(config: RunConfig | str | Path | None = None, out: str | Path = "runs/de
         from .cluster import connect
         connect(cfg.cluster)
     out = Path(out)
-    _clear_run(out, force=False)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; --out names a run folder")
+    ensure_writable(out, "--out")
+    # The folder is judged under the lock: another run may be writing it right now.
     with FolderLock(out, "--out folder"):
         _clear_run(out, force)
         return Run(out, cfg, log=log, progress=progress).run()

@@ -207,7 +207,7 @@ def profile(model: str, device: str = "local", *, runtime: str = "onnxruntime", 
         j.threads = threads
     rf = ResultsFile(results or out / "results.jsonl")
     run_jobs(jobs, [dev], rf, cfg or TimingConfig(), force=force, progress=progress)
-    t = table(rf.records(), device, runtime, precision, model_name=jobs[0].artifact.manifest.model)
+    t = table(rf.records(warn=False), device, runtime, precision, model_name=jobs[0].artifact.manifest.model)
     if rf.path.parent.resolve() == out.resolve():
         from .reporting import report
         t["report"] = str(report(out)["html"])

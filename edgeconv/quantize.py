@@ -37,6 +37,7 @@ import copy
 from dataclasses import asdict, dataclass, field, fields
 
 CALIBRATION_METHODS = ("minmax", "percentile")
+MAX_CALIB_COUNT = 10_000  # ranges settle within a few hundred images; more only fills memory
 BACKENDS = ("xnnpack", "litert")
 
 
@@ -60,8 +61,10 @@ class QuantRecipe:
         if self.method not in CALIBRATION_METHODS:
             raise ValueError(f"method={self.method!r}: calibration method must be one of "
                              f"{', '.join(CALIBRATION_METHODS)}")
-        if not isinstance(self.calib_count, int) or isinstance(self.calib_count, bool) or self.calib_count < 1:
-            raise ValueError(f"calib_count={self.calib_count!r}: need a whole number of calibration samples >= 1")
+        if not isinstance(self.calib_count, int) or isinstance(self.calib_count, bool) \
+                or not 1 <= self.calib_count <= MAX_CALIB_COUNT:
+            raise ValueError(f"calib_count={self.calib_count!r}: need a whole number of calibration samples from 1 "
+                             f"to {MAX_CALIB_COUNT}")
         if not isinstance(self.bias_correction, bool):
             raise ValueError(f"bias_correction={self.bias_correction!r}: must be true or false")
         if isinstance(self.keep_fp32, str) or not all(isinstance(b, str) and b for b in self.keep_fp32):
@@ -94,7 +97,10 @@ class QuantRecipe:
         if version < 2:  # version 1 recipes had no bias correction
             d.setdefault("bias_correction", False)
         d["version"] = 3
-        d["keep_fp32"] = tuple(d.get("keep_fp32", ()))
+        keep = d.get("keep_fp32", ())
+        if not isinstance(keep, (list, tuple)):  # a string would become a tuple of its letters
+            raise ValueError(f"keep_fp32={keep!r}: must be a list of module paths, e.g. [\"blocks.0\"]")
+        d["keep_fp32"] = tuple(keep)
         return cls(**d)
 
 

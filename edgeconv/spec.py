@@ -49,6 +49,12 @@ KINDS = {
     "gc": "grouped conv",
     "ir": "inverted residual",
 }
+# Bounds that keep a typo from asking for terabytes: the widest zoo variants use 2x, the
+# largest classifier inputs ~600 px; beyond these a model is a mistake, not a configuration.
+MAX_WIDTH = 8.0
+MAX_INPUT_SIZE = 4096
+MAX_CHANNELS = 65536
+MAX_EXPANSION = 64
 _TOKEN = re.compile(r"^(r|k|s|e|c|g|d|a)(.+)$")
 _INT_TOKENS = {"r": "repeats", "k": "kernel_size", "s": "stride", "c": "out_chs", "g": "groups",
                "d": "dilation"}
@@ -73,13 +79,13 @@ class BlockSpec:
             raise ValueError(f"kind={self.kind!r}: unknown block kind; known: {', '.join(KINDS)}")
         for name in ("out_chs", "repeats", "kernel_size", "stride", "groups", "dilation"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}={v!r}: must be a positive integer")
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_CHANNELS:
+                raise ValueError(f"{name}={v!r}: must be a whole number from 1 to {MAX_CHANNELS}")
         if self.kind == "pw" and self.kernel_size != 1:
             raise ValueError(f"kernel_size={self.kernel_size}: a 'pw' block is always 1x1")
         if self.kind == "ir":
-            if self.exp_ratio is None or not self.exp_ratio > 0:
-                raise ValueError(f"exp_ratio={self.exp_ratio!r}: an 'ir' block needs e<ratio> > 0")
+            if self.exp_ratio is None or not 0 < self.exp_ratio <= MAX_EXPANSION:
+                raise ValueError(f"exp_ratio={self.exp_ratio!r}: an 'ir' block needs e<ratio> in (0, {MAX_EXPANSION}]")
         elif self.exp_ratio is not None:
             raise ValueError(f"exp_ratio={self.exp_ratio!r}: only 'ir' blocks take an expansion ratio")
         if self.kind == "gc" and self.groups < 2:
@@ -172,9 +178,13 @@ def read_toml(path: str | Path, what: str = "file", hint: str = "") -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{what} {path} does not exist{hint}")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (TOML is UTF-8 text)") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder; name the {what} (.toml)") from None
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -207,16 +217,25 @@ class ModelSpec:
     def __post_init__(self):
         for s in (self.stem, *self.head, *(a for st in self.stages for a in st)):
             parse_block(s)
-        for name in ("num_classes", "input_size", "in_chs"):
+        for name, top in (("num_classes", MAX_CHANNELS), ("input_size", MAX_INPUT_SIZE), ("in_chs", MAX_CHANNELS)):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r}: must be a positive integer")
-        if not self.width > 0:
-            raise ValueError(f"width={self.width!r}: the width multiplier must be > 0")
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
+                raise ValueError(f"{name}={v!r}: must be a whole number from 1 to {top}")
+        if not isinstance(self.width, (int, float)) or isinstance(self.width, bool) \
+                or not 0 < self.width <= MAX_WIDTH:
+            raise ValueError(f"width={self.width!r}: the width multiplier must be a finite number in (0, {MAX_WIDTH:g}]")
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout!r}: must be in [0, 1)")
         if self.act not in ACTIVATIONS:
             raise ValueError(f"act={self.act!r}: unknown activation; known: {', '.join(ACTIVATIONS)}")
         if self.padding not in ("same", "tf_same"):
             raise ValueError(f"padding={self.padding!r}: must be 'same' or 'tf_same'")
+        if self.preprocess:
+            from .data import Preprocess
+            try:
+                Preprocess.from_dict(self.preprocess, self.input_size)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"[preprocess]: {e}") from None
 
     @property
     def arch(self) -> list[list[str]]:

@@ -32,6 +32,16 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None  # torch threads; default: all cores
 
+    def __post_init__(self):
+        for key in ("epochs", "batch_size", "threads"):
+            v = getattr(self, key)
+            if (v is not None or key != "threads") and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"{key}={v!r}: must be a whole number >= 1")
+        for key in ("lr", "weight_decay", "label_smoothing"):
+            v = getattr(self, key)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (key == "lr" and v == 0):
+                raise ValueError(f"{key}={v!r}: must be a finite number{' > 0' if key == 'lr' else ' >= 0'}")
+
 
 def set_threads(threads: int | None = None) -> int:
     """Small convs on CPU: one intra-op thread per core, no inter-op oversubscription."""
@@ -68,6 +78,9 @@ def train(model: nn.Module, data: str = "digits", config: TrainConfig = TrainCon
     if data != "digits":
         raise ValueError(f"--data {data!r}: training supports the bundled 'digits' only "
                          "(image folders are for calibration and evaluation)")
+    if out:
+        from .artifact import ensure_writable
+        ensure_writable(Path(out).parent, "--out")
     threads = set_threads(config.threads)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -115,11 +128,13 @@ def train(model: nn.Module, data: str = "digits", config: TrainConfig = TrainCon
 def save_checkpoint(model: nn.Module, metrics: dict, out: str | Path) -> Path:
     """``out`` (a .pt): {state_dict, source, metrics}, loadable by ``--weights`` (and by
     ``torch.load(weights_only=True)``); ``out`` with .json: the metrics."""
-    from .artifact import write_json_atomic
+    import io
+
+    from .artifact import write_bytes_atomic, write_json_atomic
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save({"state_dict": model.state_dict(), "source": model.card.source, "metrics": metrics}, tmp)
-    os.replace(tmp, out)
+    buf = io.BytesIO()
+    torch.save({"state_dict": model.state_dict(), "source": model.card.source, "metrics": metrics}, buf)
+    write_bytes_atomic(out, buf.getvalue())
     write_json_atomic(out.with_suffix(".json"), metrics)
     return out

@@ -165,7 +165,7 @@ def create_model(name, twin: bool = False, *, pretrained: bool = False, seed: in
                 card = read_card(text)
         elif is_source(text) and text not in list_models():
             size = overrides.get("input_size")
-            if not size:
+            if size is None:
                 raise ValueError(f"model {text!r} is given as a source: pass --input-size (or write a model card "
                                  "with input_size, labels and [preprocess])")
             card = card_from_dict({"source": text, "input_size": size}, Path.cwd(), where=text)
@@ -215,32 +215,36 @@ def _card_model(card, twin: bool, pretrained: bool, overrides: dict):
     if unknown:
         raise ValueError(f"{card.name}: {', '.join(unknown)} apply to zoo models only; a card model is built "
                          "by its source (pass options through [source_args])")
-    if overrides.get("input_size"):
+    if overrides.get("input_size") is not None:
+        from .spec import MAX_INPUT_SIZE
         size = overrides["input_size"]
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"input_size={size!r}: must be a whole number >= 1")
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_INPUT_SIZE:
+            raise ValueError(f"input_size={size!r}: must be a whole number from 1 to {MAX_INPUT_SIZE}")
         card = replace(card, input_shape=(card.input_shape[0], size, size))
     return build_card_model(card, twin)
 
 
-def load_reference(source: dict, folder: Path):
+def load_reference(source: dict, path: Path):
     """The eager model an artifact was exported from, rebuilt from the manifest's ``source``
-    record and the reference weights in ``folder`` (never unpickling anything)."""
+    record and the reference file ``path`` (``Artifact.reference()``: checked against the
+    manifest), never unpickling anything."""
     from .card import SourceCard, build_card_model, load_pt2
+    path, folder = Path(path), Path(path).parent
     kind = source.get("kind")
     if kind == "pt2":
-        path = folder / "reference.pt2"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: the eager reference is written by `edgeconv export`")
         return load_pt2(path).eval()
-    weights = folder / "reference.pt"
-    if not weights.exists():
-        raise FileNotFoundError(f"{weights} is missing: the eager reference is written by `edgeconv export`")
+    weights = path
     if kind == "spec":
-        model = EdgeNet(ModelSpec.from_dict(source["spec"]))
+        try:
+            model = EdgeNet(ModelSpec.from_dict(source["spec"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{folder}: the manifest's model spec cannot be rebuilt ({e}); export again") from None
     elif kind == "card":
-        card = SourceCard(source["name"], source["source"], Path("/"), tuple(source["input_shape"]),
-                          source.get("source_args") or {}, source.get("num_classes"))
+        try:
+            card = SourceCard(source["name"], source["source"], Path("/"), tuple(source["input_shape"]),
+                              source.get("source_args") or {}, source.get("num_classes"))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{folder}: the manifest's source record lacks {e}; export again") from None
         model = build_card_model(card, twin=bool(source.get("twin")), where=f"{folder}: the model's source")
     else:
         raise ValueError(f"{folder}: the manifest does not say how to rebuild the model (source {kind!r}); "
@@ -262,8 +266,12 @@ def load_weights(model, path: str | Path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle / zip errors from a file that is not a checkpoint
-        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                         "pass a state dict saved by torch.save or `edgeconv train`") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict; pass a checkpoint saved by "
+                         "torch.save(model.state_dict()) or `edgeconv train`")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -3,6 +3,7 @@ held within the stated int8 drop in every runtime, localisation of a broken bloc
 input (unreadable files, mismatched or empty folders, a failing runtime)."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,3 +275,77 @@ def test_tied_int8_logits_rank_like_argmax():
     assert topk_correct(logits, labels, 1).tolist() == [True, True]
     assert topk_correct(logits, np.array([2, 3]), 1).tolist() == [False, False]
     assert top1_agreement(logits, logits[:, ::-1][:, ::-1]) == 1.0
+
+
+# ---------------------------------------------------------------- calibration never leaks into evaluation
+def test_calibration_images_left_out_from_any_working_directory(tmp_path, monkeypatch):
+    """Calibrate on a folder given relatively, then check from elsewhere, by another path and on a
+    copy: the calibration images are recognised by content every time."""
+    from edgeconv.cli import main
+    work, other = tmp_path / "work", tmp_path / "elsewhere"
+    _digit_folder(work / "imgs", n=40)
+    other.mkdir()
+    monkeypatch.chdir(work)
+    res = CliRunner().invoke(main, ["export", "tiny", "--formats", "onnx", "--calib", "imgs", "--calib-count", "12",
+                                    "--out", "art"])
+    assert res.exit_code == 0, res.output
+    cal = json.loads((work / "art" / "manifest.json").read_text())["calibration"]
+    assert cal["source"] == str((work / "imgs").resolve()) and len(cal["digests"]) == 12
+    shutil.copytree(work / "imgs", other / "copy")
+    monkeypatch.chdir(other)
+    for data in ("../work/imgs", "copy"):
+        res = CliRunner().invoke(main, ["check", "../work/art", "--data", data, "--max-drop", "100"])
+        assert res.exit_code == 0, res.output
+        info = json.loads((work / "art" / "accuracy.json").read_text())["data"]
+        assert info["count"] == 28 and info["calibration"]["left_out"] == 12 and info["calibration"]["disjoint"]
+    # a manifest that fingerprints nothing (older edgeconv) cannot promise disjoint sets: it says so
+    art = Artifact.load(work / "art")
+    art.manifest.calibration = {"source": "imgs", "count": 12}
+    art.save()
+    with pytest.warns(UserWarning, match="no fingerprint of the calibration images"):
+        ev = eval_data(art, "copy")
+    assert ev.info["count"] == 40 and ev.info["calibration"]["disjoint"] is False
+
+
+# ---------------------------------------------------------------- images and class indexes read right
+def test_image_modes_are_converted_or_refused_with_a_count(tmp_path):
+    root = tmp_path / "imgs"
+    (root / "3").mkdir(parents=True)
+    grey16 = np.full((40, 40), 32896, np.uint16)  # mid-grey in 16 bits: 128 in 8 bits, not clipped white
+    Image.fromarray(grey16).save(root / "3" / "grey16.png")
+    with Image.open(root / "3" / "grey16.png") as im:
+        assert im.mode.startswith("I")
+    Image.fromarray(np.full((40, 40), 128, np.uint8), "L").save(root / "3" / "grey8.png")
+    Image.new("P", (40, 40)).save(root / "3" / "palette.png")
+    Image.new("RGBA", (40, 40), (128, 128, 128, 255)).save(root / "3" / "rgba.png")
+    Image.new("CMYK", (40, 40)).save(root / "3" / "cmyk.jpg")
+    for i in range(2):
+        Image.fromarray(np.zeros((40, 40), np.float32), "F").save(root / "3" / f"float{i}.tif")
+    Image.fromarray(np.full((40, 40), 1 << 20, np.int32), "I").save(root / "3" / "deep.tif")
+    with pytest.warns(UserWarning, match=r"skipped 3 image\(s\).*mode"):
+        ds = load_data(root, input_shape=(3, 32, 32), preprocess={"mean": [0, 0, 0], "std": [1, 1, 1]},
+                       split="all", labels=[str(i) for i in range(10)])
+    by_name = dict(zip((Path(f).name for f in ds.files), ds.x))
+    assert sorted(by_name) == ["cmyk.jpg", "grey16.png", "grey8.png", "palette.png", "rgba.png"]
+    assert np.allclose(by_name["grey16.png"], by_name["grey8.png"], atol=1 / 255)  # scaled, not clipped to 1.0
+    assert len(ds.skipped) == 3 and list(ds.y) == [3] * 5
+
+
+def test_class_index_with_a_repeated_entry_names_the_line(tmp_path):
+    root = tmp_path / "val"
+    root.mkdir()
+    Image.new("RGB", (40, 40)).save(root / "n01_1.JPEG")
+    index = tmp_path / "classes.txt"
+    index.write_text("n01 tench\nn02 goldfish\n\nn01 tench again\n")
+    with pytest.raises(ValueError, match=r"classes.txt: line 4 repeats 'n01' \(first on line 1\)"):
+        load_data(root, input_shape=(3, 32, 32), split="all", labels=["a", "b"], class_index=index)
+
+
+def test_calibration_reads_class_folders_whatever_they_are_named(tmp_path):
+    """The README's layout for `run` (a sub-folder per class) calibrates, whatever the folders are
+    called: calibration needs images, not labels."""
+    from edgeconv.data import calibration
+    root = _digit_folder(tmp_path / "photos", names=["cat", "dog", "cow", "hen", "pig", "owl", "bee", "ant", "elk",
+                                                     "fox"])
+    ds = calibration(str(root), create_model("tiny"), 8)
+    assert len(ds) == 8 and ds.describe()["source"] == str(root.resolve()) and len(ds.describe()["digests"]) == 8

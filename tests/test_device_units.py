@@ -2,6 +2,7 @@
 inventory, statistics, the results file, the agent's ARM facts, and local bench/resume."""
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,14 @@ def test_inventory_errors_list_known_names(tmp_path):
     inv.write_text('[devices.x]\ntransport = "ssh"\nhots = "a"\n')
     with pytest.raises(ValueError, match="unknown key"):
         get_device("x", inv)
+    for text, message in (('devices = 3\n', "'devices' must be tables"),
+                          ('[devices]\nx = 3\n', "devices.x = 3"),
+                          ('[devices.x]\ntransport = "ssh"\nport = "22"\n', "devices.x.port = '22'"),
+                          ('[devices.x]\ntransport = "ssh"\nconnect_timeout = -1\n', "devices.x.connect_timeout = -1"),
+                          ('[devices.x]\ntransport = "local"\nruntimes = ["tensorrt"]\n', "devices.x.runtimes")):
+        inv.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            get_device("x", inv)
 
 
 def test_example_inventory_parses():
@@ -156,6 +165,53 @@ def test_results_file_cuts_a_torn_line(tmp_path):
     rf = ResultsFile(p)
     rf.append({"status": "ok", "a": 2})
     assert [json.loads(line)["a"] for line in p.read_text().splitlines()] == [1, 2]
+
+
+def test_lines_that_are_not_records_are_skipped_and_counted_by_every_reader(tiny_artifact, tmp_path):
+    good = {"device": {"name": "local"}, "status": "ok", "sha256": "0" * 64, "runtime": "onnxruntime",
+            "threads": 1, "samples_ms": [1.0, 2.0], "file": "model_int8.onnx", "precision": "int8"}
+    lines = [json.dumps(good), "garbage", "[1, 2]", json.dumps({**good, "samples_ms": "abc"}),
+             json.dumps({**good, "threads": "x"}), json.dumps({**good, "device": "local"}), '{"status": "o']
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    results = run_dir / "results.jsonl"
+    results.write_text("\n".join(lines) + "\n")
+    rf = ResultsFile(results)
+    with pytest.warns(UserWarning, match=r"skipped 6 line\(s\)"):
+        assert rf.records() == [good]
+    assert rf.skipped == 6
+    res = CliRunner().invoke(main, ["report", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    assert "6 line(s) that are not records" in " ".join(res.output.split())
+    assert "6 line(s) that are not records" in (run_dir / "report.md").read_text()
+    before = results.read_bytes()
+    res = CliRunner().invoke(main, ["bench", str(tiny_artifact), "--runtime", "onnxruntime", "--precision", "int8",
+                                    "--results", str(results), "--warmup", "0", "--min-runs", "2",
+                                    "--min-seconds", "0"])
+    assert res.exit_code == 0 and "skipped 6 line(s)" in " ".join(res.output.split()), res.output
+    after = results.read_bytes()
+    assert after.startswith(before) and json.loads(after[len(before):])["status"] == "ok"
+
+
+def test_a_record_measured_on_a_full_disk_is_kept(tiny_artifact, tmp_path, monkeypatch):
+    import errno
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "spare"))
+    (tmp_path / "spare").mkdir()
+    real_write = os.write
+
+    def full(fd, data):
+        if data.startswith(b'{"schema_version"'):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+    monkeypatch.setattr(os, "write", full)
+    res = CliRunner().invoke(main, ["bench", str(tiny_artifact), "--runtime", "onnxruntime", "--precision", "int8",
+                                    "--results", str(tmp_path / "r.jsonl"), "--warmup", "0", "--min-runs", "2",
+                                    "--min-seconds", "0"])
+    assert res.exit_code == 2 and "No space left" in res.output and "kept in" in res.output, res.output
+    spare = list((tmp_path / "spare").glob("edgeconv-unsaved-*.jsonl"))
+    assert len(spare) == 1 and json.loads(spare[0].read_text())["status"] == "ok"
+    assert not (tmp_path / "r.jsonl").exists() or (tmp_path / "r.jsonl").read_bytes() == b""
 
 
 # -- the agent's device facts ----------------------------------------------------------------------

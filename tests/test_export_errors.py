@@ -102,3 +102,107 @@ def test_verify_names_truncated_file_and_format(tiny_artifact, tmp_path, name, f
     cli = CliRunner().invoke(main, ["verify", str(art_dir), "--count", "4"])
     assert cli.exit_code == 1
     assert name in cli.output and "cannot load this" in cli.output
+
+
+# -- a file that is not the exported one: every verb that runs it refuses it -----------------------
+def test_every_verb_refuses_the_fp32_file_copied_over_the_int8_one(tiny_artifact, tmp_path):
+    import shutil
+    art_dir = tmp_path / "copy"
+    shutil.copytree(tiny_artifact, art_dir)
+    shutil.copy(art_dir / "model_fp32.onnx", art_dir / "model_int8.onnx")
+    expected = Artifact.load(art_dir).files["model_int8.onnx"].sha256
+    runner = CliRunner()
+    results = tmp_path / "r.jsonl"
+    res = runner.invoke(main, ["bench", str(art_dir), "--runtime", "onnxruntime", "--results", str(results),
+                               "--warmup", "0", "--min-runs", "2", "--min-seconds", "0"])
+    assert res.exit_code == 1 and "model_int8.onnx" in res.output and expected in " ".join(res.output.split())
+    recs = {r["file"]: r for r in map(json.loads, results.read_text().splitlines())}
+    # no fp32 latency is recorded under the int8 file's name and hash
+    assert recs["model_int8.onnx"]["status"] == "error" and not recs["model_int8.onnx"]["samples_ms"]
+    assert recs["model_fp32.onnx"]["status"] == "ok"
+    res = runner.invoke(main, ["check", str(art_dir), "--data", "digits", "--limit", "10", "--formats", "onnx"])
+    assert res.exit_code == 1 and "model_int8.onnx" in res.output and expected in " ".join(res.output.split())
+    row = json.loads((art_dir / "accuracy.json").read_text())["rows"][0]
+    assert not row["ok"] and "sqnr_db" not in row and expected in row["error"]
+    res = runner.invoke(main, ["verify", str(art_dir), "--count", "4"])
+    assert res.exit_code == 1 and expected in " ".join(res.output.split())
+    # the eager reference is held to its checksum too (verify and check --localize compare against it)
+    shutil.copy(tiny_artifact / "model_int8.onnx", art_dir / "model_int8.onnx")
+    (art_dir / "reference.pt").write_bytes((art_dir / "reference.pt").read_bytes()[:-10])
+    res = runner.invoke(main, ["verify", str(art_dir), "--count", "4"])
+    assert res.exit_code == 2 and "reference.pt" in res.output and "sha256" in res.output
+
+
+# -- an interrupted export: named as such by every verb, finished by running it again ---------------
+def test_killed_export_is_named_missing_and_filled_in_by_a_rerun(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "art"
+    argv = ["export", "tiny", "--formats", "onnx,executorch,tflite", "--precision", "fp32", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "edgeconv", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                files = json.loads((out / "manifest.json").read_text())["files"]
+            except (OSError, ValueError):
+                files = {}
+            if len(files) >= 2:
+                break
+            assert proc.poll() is None, "the export ended before its second file"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == ["model_fp32.onnx", "model_fp32.pte"] and manifest["complete"] is False
+    assert manifest["errors"] == [] and ["tflite", "fp32"] in manifest["requested"]
+    runner = CliRunner()
+    for args, code in ((["verify", str(out), "--count", "2"], 1),
+                       (["bench", str(out), "--results", str(tmp_path / "r.jsonl")], 2),
+                       (["check", str(out), "--data", "digits", "--limit", "5"], 2)):
+        res = runner.invoke(main, args)
+        assert res.exit_code == code, res.output
+        assert "did not finish" in res.output and "missing: tflite fp32" in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "r.jsonl").exists()
+    kept = {name: (out / name).stat().st_mtime_ns for name in ("model_fp32.onnx", "model_fp32.pte", "reference.pt")}
+    res = runner.invoke(main, argv)
+    assert res.exit_code == 0, res.output
+    assert "2 file(s) already there, 1 to go" in res.output
+    art = Artifact.load(out)
+    assert art.manifest.complete and sorted(art.files) == ["model_fp32.onnx", "model_fp32.pte", "model_fp32.tflite"]
+    assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept  # only the missing file was written
+    assert not list(out.glob(".*partial*")) and not (out / ".edgeconv.lock").exists()
+    assert runner.invoke(main, ["verify", str(out), "--count", "2"]).exit_code == 0
+
+
+# -- --force replaces what edgeconv wrote, and nothing else ----------------------------------------
+def test_force_deletes_only_what_the_manifest_names(tiny_artifact, tmp_path):
+    import shutil
+    runner = CliRunner()
+    argv = ["export", "tiny", "--formats", "onnx", "--precision", "fp32", "--force", "--out"]
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    (foreign / "model_fp32.onnx").write_text("my own file of that name")
+    res = runner.invoke(main, [*argv, str(foreign)])
+    assert res.exit_code == 2 and "not an artifact folder" in res.output
+    assert sorted(p.name for p in foreign.iterdir()) == ["model_fp32.onnx", "notes.txt"]
+    assert (foreign / "model_fp32.onnx").read_text() == "my own file of that name"
+
+    art_dir = tmp_path / "art"
+    shutil.copytree(tiny_artifact, art_dir)
+    (art_dir / "notes.txt").write_text("keep")
+    res = runner.invoke(main, [*argv, str(art_dir)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in art_dir.iterdir()) == ["labels.txt", "manifest.json", "model_fp32.onnx",
+                                                         "notes.txt", "reference.pt"]
+    (art_dir / "manifest.json").write_text("{}")  # not readable: which files are edgeconv's is unknown
+    before = {p.name: p.read_bytes() for p in art_dir.iterdir()}
+    res = runner.invoke(main, [*argv, str(art_dir)])
+    assert res.exit_code == 2 and "deletes none" in res.output
+    assert {p.name: p.read_bytes() for p in art_dir.iterdir()} == before

@@ -154,6 +154,17 @@ def test_kill_during_bench_then_resume(tmp_path):
     ('[bench]\nthreads = [0]\n', "key 'threads' = [0]"),
     ('[bench]\nmin_runs = "ten"\n', "key 'min_runs' = 'ten': expected int"),
     ("model = [", "not valid TOML"),
+    # found only after train and export before: now before any stage
+    ('[bench]\nmodel = "mobilenet_v2"\n', "key 'model' is in [bench] but belongs in [model]"),
+    ('[bench]\ndevices = []\n', "key 'devices' is empty"),
+    ('[bench]\ndevices = ["pi9"]\n', "key 'devices': unknown device 'pi9'"),
+    ('[bench]\nwarmup = -1\n', "key 'warmup' = -1: must be >= 0"),
+    ('[bench]\nmin_seconds = 1000.0\n', "[bench]: min_seconds=1000.0 is more than max_seconds=120.0"),
+    ('[quant]\nkeep_fp32 = ["blocks.9"]\n', "[quant] keep_fp32: no module named blocks.9 in tiny"),
+    ('[model]\npretrained = true\n', "key 'pretrained' = true: tiny has no pretrained weights"),
+    ('[model]\ninput_size = 100000\n', "key 'model' = 'tiny': input_size=100000: must be a whole number from 1 to"),
+    ('[export]\nformats = ["onnx"]\n[bench]\nruntimes = ["litert"]\n',
+     "key 'runtimes': 'litert' runs none of the formats exported (onnx)"),
 ])
 def test_broken_config_names_key_and_allowed_values(tmp_path, text, message):
     cfg = tmp_path / "bad.toml"
@@ -171,3 +182,67 @@ def test_every_config_key_has_one_table():
     keys = [k for keys in SECTIONS.values() for k in keys]
     assert sorted(keys) == sorted(f.name for f in fields(RunConfig)) and len(keys) == len(set(keys))
     RunConfig().validate()  # the embedded default needs no file, data or device
+
+
+def test_force_deletes_only_what_runs_write(tmp_path):
+    from edgeconv.artifact import Artifact, FileEntry, IOSpec, Manifest
+    from edgeconv.pipeline import _clear_run
+    out = tmp_path / "run"
+    ours = ["run.json", "results.jsonl", "report.html", "checkpoints/model.pt", "checkpoints/model.json",
+            "plots/latency.png", "artifacts/model/model_fp32.onnx", "artifacts/model/reference.pt",
+            "artifacts/model/verify.json"]
+    mine = ["notes.md", "checkpoints/my_experiment.pt", "plots/my_plot.svg", "artifacts/model/my_notes.txt",
+            "artifacts/elsewhere/model_fp32.onnx"]
+    for name in ours + mine:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(name)
+    io = IOSpec("input", [1, 3, 32, 32])
+    Artifact(out / "artifacts" / "model", Manifest("tiny", [1, 3, 32, 32], files={
+        "model_fp32.onnx": FileEntry("onnx", "fp32", io, io, "0" * 64, 1)})).save()
+    _clear_run(out, force=True)
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert left == sorted(mine)
+    assert not (out / "artifacts" / "model" / "manifest.json").exists()
+
+
+def test_second_run_on_a_folder_is_refused_naming_the_holder_and_a_dead_holder_is_taken_over(tmp_path):
+    from edgeconv.artifact import FolderLock, LockedError
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "edgeconv", "run", "--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    lock = out / FolderLock.NAME
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                holder = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            if holder.get("pid") == proc.pid:
+                break
+            assert proc.poll() is None, "the first run ended before it locked its folder"
+            time.sleep(0.1)
+        before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        res = CliRunner().invoke(main, ["run", "--out", str(out)])
+        assert res.exit_code == 2, res.output
+        assert f"in use by another edgeconv process (pid {proc.pid}" in " ".join(res.output.split())
+        with pytest.raises(LockedError):
+            FolderLock(out).__enter__()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert all(p.read_bytes() == data for p, data in before.items() if p.name not in ("run.json", ".edgeconv.lock"))
+    # kill -9 left the lock file naming a dead process: the next writer takes it over, then removes it
+    assert json.loads(lock.read_text())["pid"] == proc.pid
+    with FolderLock(out) as held:
+        assert json.loads(lock.read_text())["pid"] == os.getpid() and held.fd is not None
+    assert not lock.exists()
+
+
+def test_stale_lock_file_in_an_artifact_folder_is_taken_over(tmp_path):
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / ".edgeconv.lock").write_text(json.dumps({"pid": 2 ** 22 + 1, "host": "gone", "command": "edgeconv export"}))
+    res = CliRunner().invoke(main, ["export", "tiny", "--formats", "onnx", "--precision", "fp32", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["labels.txt", "manifest.json", "model_fp32.onnx", "reference.pt"]

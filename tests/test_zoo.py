@@ -1,4 +1,6 @@
 """Zoo: every model and its twin builds, runs, and its analytic cost equals the measured one."""
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -131,3 +133,24 @@ def test_bad_model_spec_names_the_key(tmp_path):
         create_model("nope")
     with pytest.raises(ValueError, match="gc_r1_k3_s1_c16_g4.*groups=4 must divide in_chs=3"):
         create_model(ModelSpec("x", "gc_r1_k3_s1_c16_g4", (("ds_r1_k3_s1_c16",),)))
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"width": float("inf")}, "width=inf"),
+    ({"width": float("nan")}, "width=nan"),
+    ({"width": 1e6}, "width=1000000.0"),
+    ({"width": 0.0}, "width=0.0"),
+    ({"input_size": 100_000}, "input_size=100000"),
+    ({"input_size": 0}, "input_size=0"),
+    ({"num_classes": 10 ** 9}, "num_classes=1000000000"),
+])
+def test_absurd_sizes_are_refused_before_any_tensor_is_made(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        create_model("tiny", **override)
+
+
+def test_arch_string_sizes_are_bounded():
+    with pytest.raises(ValueError, match="c1000000"):
+        parse_block("cn_r1_k3_s1_c1000000")
+    with pytest.raises(ValueError, match="exp_ratio=1000000.0"):
+        parse_block("ir_r1_k3_s1_e1000000_c8")

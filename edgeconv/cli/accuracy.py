@@ -137,8 +137,12 @@ def check(artifacts, data, class_index, max_drop, limit, formats, do_localize, k
     if keep and not do_localize:
         raise click.BadParameter("--keep-fp32 goes with --localize (it shows what keeping those modules in fp32 "
                                  "recovers)")
+    from ..artifact import Artifact
+    arts = [Artifact.load(path) for path in artifacts]  # every folder judged before any is checked
+    for art in arts:
+        art.require_complete()
     ok, outputs = True, []
-    for path in artifacts:
+    for path in arts:
         res = do_check(path, data, class_index=class_index, max_drop=max_drop, limit=limit, formats=fmts,
                        device=device, inventory=inventory, localize=do_localize, keep_fp32=keep, depth=depth)
         ok &= res["ok"]
@@ -149,7 +153,8 @@ def check(artifacts, data, class_index, max_drop, limit, formats, do_localize, k
                 print_localize(res["localize"], top)
             if "what_if" in res:
                 print_what_if(res["what_if"], res["data"]["count"])
-            console.print(f"wrote {res['artifact']}/accuracy.json", highlight=False)
+            if res["saved"]:
+                console.print(f"wrote {res['artifact']}/accuracy.json", highlight=False)
     if as_json:
         click.echo(json.dumps(outputs if len(outputs) > 1 else outputs[0], indent=2))
     sys.exit(0 if ok else 1)

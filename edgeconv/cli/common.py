@@ -41,7 +41,8 @@ def configure(verbose: bool) -> None:
 
 class Group(click.Group):
     """Turns the library's named errors (ValueError, FileNotFoundError, FileExistsError, the lock
-    and transport errors) into a one-line error with exit code 2, instead of a traceback."""
+    and transport errors, and a file the system refuses) into a one-line error with exit code 2,
+    instead of a traceback."""
 
     def invoke(self, ctx):
         from ..artifact import LockedError
@@ -51,12 +52,15 @@ class Group(click.Group):
         except (ValueError, FileNotFoundError, FileExistsError, LockedError, TransportError) as e:
             from ..quiet import message
             fail(escape(message(e)))
-        except PermissionError as e:
-            fail(f"permission denied: {e.filename or e}; choose a folder you can write to")
         except OSError as e:
-            if e.errno in (28, 30):  # ENOSPC, EROFS: the disk, not a bug
-                fail(f"cannot write {e.filename or ''}: {e.strerror}; free some space or choose another folder")
-            raise
+            import errno
+            if e.filename is None and e.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM):
+                raise  # no file to name: not the user's input but a fault to show whole
+            hint = {errno.ENOSPC: "free some space or choose another folder",
+                    errno.EDQUOT: "free some space or choose another folder",
+                    errno.EROFS: "choose a folder you can write to", errno.EACCES: "choose a folder you can write to",
+                    errno.EPERM: "choose a folder you can write to"}.get(e.errno, "check the path")
+            fail(escape(f"cannot use {e.filename or 'the file'}: {e.strerror}; {hint}"))
 
 
 def csv_option(value: str | None, allowed, what: str, required: bool = True) -> list[str]:
@@ -152,8 +156,8 @@ def model_options(f):
         click.option("--weights", type=click.Path(dir_okay=False),
                      help="Checkpoint (state dict) to load, e.g. from `edgeconv train`."),
         click.option("--pretrained", is_flag=True, help="Load the zoo spec's pretrained weights (efficientnet_lite0)."),
-        click.option("--width", type=float, callback=positive("width", 1e-9), help="Width multiplier (zoo models)."),
-        click.option("--input-size", type=int, callback=positive("input-size", 1),
+        click.option("--width", type=float, help="Width multiplier (zoo models)."),
+        click.option("--input-size", type=int,
                      help="Input resolution (required for a source given directly, e.g. nets.py:build)."),
     ]):
         f = opt(f)

@@ -218,7 +218,7 @@ _anything = _Anything(("local", "qemu-arm64", "a name from the inventory"))
 @click.option("--device", "devices", default="local", show_default=True, help="Comma-separated device names.")
 @inventory_option
 @click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint for the model (not the twin).")
-@click.option("--input-size", type=int, callback=positive("input-size", 1), help="Input resolution.")
+@click.option("--input-size", type=int, help="Input resolution.")
 @click.option("--calib", default="digits", show_default=True, help="Calibration data for int8 (as for export).")
 @click.option("--class-index", type=click.Path(dir_okay=False), help="For ImageNet-style calibration folders.")
 @click.option("--calib-count", default=64, show_default=True, callback=positive("calib-count", 1),

@@ -64,6 +64,11 @@ def export(model, twin, weights, pretrained, width, input_size, formats, precisi
     from ..quantize import QuantRecipe
     fmts = csv_option(formats, tuple(FORMATS), "--formats")
     precs = csv_option(precision, PRECISIONS, "--precision")
+    if android_dir:
+        from ..android import check_app
+        if "tflite" not in fmts:
+            raise click.BadParameter("--android installs the TFLite file: add tflite to --formats")
+        check_app(android_dir)
     recipe = QuantRecipe(method=calib_method, calib_count=calib_count, bias_correction=bias_correction,
                          keep_fp32=tuple(b for b in keep_fp32.split(",") if b))
     from .common import build_model

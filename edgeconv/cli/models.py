@@ -7,7 +7,7 @@ import click
 from rich.table import Table
 
 from ..cost import human
-from .common import MODEL_HELP, console, positive
+from .common import MODEL_HELP, console
 
 
 @click.command()
@@ -38,8 +38,8 @@ def models(as_json):
 @click.command()
 @click.argument("model")
 @click.option("--twin", is_flag=True, help="Show the standard-conv twin's rows instead.")
-@click.option("--width", type=float, callback=positive("width", 1e-9), help="Width multiplier (zoo models), e.g. 0.5.")
-@click.option("--input-size", type=int, callback=positive("input-size", 1), help="Input resolution, e.g. 160.")
+@click.option("--width", type=float, help="Width multiplier (zoo models), e.g. 0.5.")
+@click.option("--input-size", type=int, help="Input resolution, e.g. 160.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def info(model, twin, width, input_size, as_json):
     """Cost of MODEL, block by block (zoo) or layer by layer (your own model), and totals beside

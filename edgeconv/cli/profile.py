@@ -47,8 +47,8 @@ def print_profile(t: dict) -> None:
 @click.option("--class-index", type=click.Path(dir_okay=False), help="For ImageNet-style calibration folders.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint for the model (not the twin).")
 @click.option("--pretrained", is_flag=True, help="The zoo spec's pretrained weights for the model (not the twin).")
-@click.option("--input-size", type=int, callback=positive("input-size", 1), help="Input resolution.")
-@click.option("--width", type=float, callback=positive("width", 1e-9), help="Width multiplier (zoo models).")
+@click.option("--input-size", type=int, help="Input resolution.")
+@click.option("--width", type=float, help="Width multiplier (zoo models).")
 @click.option("--depth", default=1, show_default=True, callback=positive("depth", 1),
               help="Your own models: profile the modules this many levels down.")
 @click.option("--threads", default=1, show_default=True, callback=positive("threads", 1))
@@ -97,8 +97,8 @@ profile.help += "\n\n" + MODEL_HELP
 @click.option("--profile", "profile_file", default="profile.jsonl", show_default=True, type=click.Path(dir_okay=False),
               help="Results of `edgeconv profile` runs on that device.")
 @click.option("--twin", is_flag=True, help="Predict the standard-conv twin instead.")
-@click.option("--width", type=float, callback=positive("width", 1e-9), help="Width multiplier (zoo models).")
-@click.option("--input-size", type=int, callback=positive("input-size", 1), help="Input resolution.")
+@click.option("--width", type=float, help="Width multiplier (zoo models).")
+@click.option("--input-size", type=int, help="Input resolution.")
 @click.option("--depth", default=1, show_default=True, callback=positive("depth", 1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (predicted_ms, per block).")
 def predict(model, device, runtime, precision, profile_file, twin, width, input_size, depth, as_json):

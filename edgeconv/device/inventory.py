@@ -66,13 +66,21 @@ def load_inventory(path: str | Path | None) -> dict[str, dict]:
     path = Path(path)
     data = read_toml(path, "inventory", " (see bench_device/devices.example.toml)")
     devices = data.get("devices", {})
+    if not isinstance(devices, dict):
+        raise ValueError(f"{path}: 'devices' must be tables, one per device: [devices.NAME] with transport = ...")
     base = path.resolve().parent
     for name, d in devices.items():
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: devices.{name} = {d!r}: each device is a table [devices.{name}] with "
+                             "transport = ...")
         unknown = sorted(set(d) - set(FIELDS))
         if unknown:
             raise ValueError(f"{path}: device {name!r} has unknown key(s) {unknown}; known: {', '.join(FIELDS)}")
         if "transport" not in d:
             raise ValueError(f"{path}: device {name!r} has no transport")
+        problem = _field_problem(d)
+        if problem:
+            raise ValueError(f"{path}: devices.{name}.{problem}")
         if "node" in d:
             _check_node(path, name, d)
             continue
@@ -81,6 +89,30 @@ def load_inventory(path: str | Path | None) -> dict[str, dict]:
                 p = Path(d[k]).expanduser()
                 d[k] = str(p if p.is_absolute() else base / p)
     return devices
+
+
+def _field_problem(d: dict) -> str | None:
+    """What is wrong with one device's values (``key = value: why``), or None."""
+    import math
+
+    from ..artifact import RUNTIMES
+    for key in ("transport", "host", "user", "key", "known_hosts", "python", "workdir", "serial"):
+        if key in d and (not isinstance(d[key], str) or not d[key]):
+            return f"{key} = {d[key]!r}: must be a non-empty string"
+    port = d.get("port")
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535):
+        return f"port = {port!r}: must be a whole number from 1 to 65535"
+    for key in ("connect_timeout", "timeout"):
+        v = d.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0):
+            return f"{key} = {v!r}: must be a number of seconds > 0"
+    runtimes = d.get("runtimes")
+    if runtimes is not None and (not isinstance(runtimes, list) or any(r not in RUNTIMES for r in runtimes)):
+        return f"runtimes = {runtimes!r}: a list of {', '.join(RUNTIMES)}"
+    native = d.get("native")
+    if native is not None and (not isinstance(native, dict) or not all(isinstance(v, str) for v in native.values())):
+        return f"native = {native!r}: a table of tool = \"/path/on/the/device\""
+    return None
 
 
 def _check_node(path: Path, name: str, d: dict) -> None:

@@ -15,6 +15,7 @@ the files edgeconv wrote there.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 import time
@@ -26,12 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from ..artifact import (FORMATS, MANIFEST, PRECISIONS, Artifact, ArtifactError, FileEntry, FolderLock, Manifest,
-                        cached_sha256, file_name)
+                        cached_sha256, ensure_writable, file_name, write_bytes_atomic)
 from ..quiet import native_output
 
 EXPORTERS: dict[str, object] = {}
-OWN_FILES = (MANIFEST, "labels.txt", "reference.pt", "reference.pt2", "verify.json", "accuracy.json",
-             FolderLock.NAME)
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 @dataclass(frozen=True)
@@ -150,53 +150,64 @@ def _same_export(old: str, new: str) -> str | None:
     return f"{nm}:{nq or oq}"
 
 
-def _prepare_folder(out: Path, fingerprint: str, force: bool) -> Artifact | None:
-    """The earlier export in ``out`` to resume or extend, or None to start afresh (after removing,
-    with ``force``, only what edgeconv wrote there). Refuses a folder that is not an artifact."""
-    if not out.exists() or not any(p.name != FolderLock.NAME for p in out.iterdir()):
-        return None
-    if not (out / MANIFEST).exists():
+def _refuse_foreign(out: Path) -> None:
+    """Refuse a folder edgeconv did not make: not empty and without an artifact's manifest."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; --out names an artifact folder")
+    if out.is_dir() and any(p.name != FolderLock.NAME for p in out.iterdir()) and not (out / MANIFEST).is_file():
         raise FileExistsError(f"{out} is not empty and is not an artifact folder (no {MANIFEST}); edgeconv "
                               "will not write into it or delete anything there: choose another --out")
+
+
+def _prepare_folder(out: Path, fingerprint: str, force: bool) -> Artifact | None:
+    """The earlier export in ``out`` to resume or extend, or None to start afresh (after removing,
+    with ``force``, only the files its manifest says edgeconv wrote). Refuses a folder that is
+    not an artifact, and one whose manifest cannot be read (what edgeconv wrote there is then
+    unknown, so nothing is deleted)."""
+    _refuse_foreign(out)
+    if not out.exists() or not any(p.name != FolderLock.NAME for p in out.iterdir()):
+        return None
     try:
         old = Artifact.load(out)
     except ArtifactError as e:
-        if not force:
-            raise FileExistsError(f"{out} holds an unreadable manifest ({e}); pass --force to replace "
-                                  "the export") from None
-        old = None
-    joint = _same_export(old.manifest.fingerprint, fingerprint) if old is not None else None
+        raise FileExistsError(f"{out} holds a manifest edgeconv cannot read, so it cannot tell which files there "
+                              f"it wrote and deletes none, even with --force: remove {out} yourself or choose "
+                              f"another --out ({e})") from None
+    joint = _same_export(old.manifest.fingerprint, fingerprint)
     if joint and not force:
         old.manifest.fingerprint = joint
         return old
     if not force:
         raise FileExistsError(f"{out} already holds an export of {old.manifest.model} made from other weights, "
                               "recipe or calibration data; pass --force to replace it or choose another --out")
-    ours = set(OWN_FILES) | set(old.files if old else ()) | {file_name(f, p) for f in FORMATS for p in PRECISIONS}
-    for name in ours:
+    for name in old.own_files():
         path = out / name
-        if path.is_file() and name != FolderLock.NAME:
+        if path.is_file():
             path.unlink()
+    for leftover in out.glob(".model_*.partial*"):
+        leftover.unlink()
     return None
 
 
-def save_reference(model, example, out: Path) -> None:
+def save_reference(model, example, out: Path) -> dict:
     """The eager model for ``verify`` and ``check --localize``: its weights (``reference.pt``, a
     state dict) beside the manifest's ``source`` record, or a ``torch.export`` program
-    (``reference.pt2``) when the model has no source to import again."""
+    (``reference.pt2``) when the model has no source to import again. Returns the manifest's
+    record of it (file, sha256, bytes), so a replaced reference is refused like a model file."""
     import io
 
     import torch
 
-    from ..artifact import write_bytes_atomic
+    buf = io.BytesIO()
     if model.card.source.get("kind") == "pt2":
-        buf = io.BytesIO()
+        name = "reference.pt2"
         torch.export.save(torch.export.export(model, (example,)), buf)
-        write_bytes_atomic(out / "reference.pt2", buf.getvalue())
     else:
-        buf = io.BytesIO()
+        name = "reference.pt"
         torch.save({"state_dict": model.state_dict()}, buf)
-        write_bytes_atomic(out / "reference.pt", buf.getvalue())
+    data = buf.getvalue()
+    write_bytes_atomic(out / name, data)
+    return {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
 def export(model, example=None, *, formats=tuple(FORMATS), precisions=PRECISIONS, calib: np.ndarray | None = None,
@@ -238,6 +249,10 @@ def export(model, example=None, *, formats=tuple(FORMATS), precisions=PRECISIONS
     exportable(model, example)
     out = Path(out)
     fingerprint = _fingerprint(model, example, calib if "int8" in precisions else None, recipe, io)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; --out names an artifact folder")
+    ensure_writable(out, "--out")
+    # The folder is judged under the lock: another export may be writing it right now.
     with FolderLock(out, "--out folder"):
         art = _prepare_folder(out, fingerprint, force)
         requested = [[f, p] for f in formats for p in precisions]
@@ -252,8 +267,8 @@ def export(model, example=None, *, formats=tuple(FORMATS), precisions=PRECISIONS
                 quant=recipe.to_dict(), io=io.to_dict(), versions=versions(),
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), fingerprint=fingerprint, requested=requested))
             if card.labels:
-                (out / "labels.txt").write_text("\n".join(card.labels) + "\n")
-            save_reference(model, example, out)
+                write_bytes_atomic(out / "labels.txt", ("\n".join(card.labels) + "\n").encode())
+            art.manifest.reference = save_reference(model, example, out)
         else:
             art.manifest.requested = [list(r) for r in dict.fromkeys(
                 map(tuple, art.manifest.requested + requested))]
@@ -264,6 +279,9 @@ def export(model, example=None, *, formats=tuple(FORMATS), precisions=PRECISIONS
         art.save()
         todo = art.missing()
         done = len(art.manifest.requested) - len(todo)
+        if todo:  # what verify and check said no longer describes the folder
+            for name in ("verify.json", "accuracy.json"):
+                (out / name).unlink(missing_ok=True)
         if log and done:
             log(f"reusing {out}: all {done} file(s) already exported" if not todo else
                 f"resuming the export in {out}: {done} file(s) already there, {len(todo)} to go")
@@ -300,6 +318,11 @@ def _export_one(art: Artifact, folded, example, fmt, precision, calib, recipe, i
             result = exporter.export(folded, example, precision, calib, recipe, io, tmp)
         tmp.replace(path)
     except Exception as e:  # any backend failure is recorded; the other formats go on
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+            # the disk, not the backend: stop with the file missing, for a rerun to fill in
+            for leftover in art.path.glob(f".{name}.partial*"):
+                leftover.unlink()
+            raise OSError(e.errno, e.strerror, str(path)) from None
         err = e if isinstance(e, ExportError) else ExportError(fmt, _first_line(e), failing_op(e))
         for note in getattr(e, "__notes__", ()):
             err.add_note(note)

@@ -18,14 +18,66 @@ from ..cost import human
 SIDES = ("model", "twin")
 
 
+# What the report reads of each file, for ``_matches``: a dict of keys (``?``: optional), a
+# one-item list (every element), or types. A file that does not match is left out, named.
+_NUM = (int, float)
+_SCORE = (int, float, str)  # jsonable writes an infinite SQNR as "inf"
+_BLOCK = {"name": str, "arch": str, "out_shape": list, "params": _NUM, "macs": _NUM}
+_SIDE = {"name": str, "cost": {"params": _NUM, "macs": _NUM, "act_bytes": _NUM, "input_shape": list,
+                               "blocks": [_BLOCK]}}
+SHAPES = {
+    "run.json": {"stages?": {}, "config?": {}},
+    "models.json": {"model": _SIDE, "twin": _SIDE},
+    "verify.json": {"rows?": [{"file": str, "ok": bool, "max_rel?": _NUM, "sqnr_db?": _SCORE, "agreement?": _NUM,
+                               "error?": str}]},
+    "accuracy.json": {"rows?": [{"runtime": str}], "data?": {}},
+}
+_SCORES = {"fp32": {"top1": _NUM, "top5": _NUM}, "int8": {"top1": _NUM, "top5": _NUM}, "agreement": _NUM,
+           "sqnr_db": _SCORE, "delta_top1?": {"delta": _NUM, "ci_low": _NUM, "ci_high": _NUM}}
+
+
+def _matches(obj, shape) -> bool:
+    if isinstance(shape, dict):
+        if not isinstance(obj, dict):
+            return False
+        for key, sub in shape.items():
+            name = key.rstrip("?")
+            if name not in obj:
+                if key.endswith("?"):
+                    continue
+                return False
+            if not _matches(obj[name], sub):
+                return False
+        return True
+    if isinstance(shape, list):
+        return isinstance(obj, list) and all(_matches(x, shape[0]) for x in obj)
+    return isinstance(obj, shape) and not (isinstance(obj, bool) and shape in (_NUM, _SCORE))
+
+
 def _load(path: Path, problems: list[str]):
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         problems.append(f"{path.name} in {path.parent} is not valid JSON ({e}); left out")
         return None
+    except OSError as e:
+        problems.append(f"{path.name} in {path.parent} cannot be read ({e.strerror}); left out")
+        return None
+    shape = SHAPES[path.name]
+    if path.name == "accuracy.json" and isinstance(data, dict) and isinstance(data.get("rows"), list):
+        shape = {**shape, "rows": [{"runtime": str}]}
+        if not all("error" in r or _matches(r, _SCORES) for r in data["rows"] if isinstance(r, dict)):
+            shape = None
+    if shape is None or not _matches(data, shape):
+        problems.append(f"{path.name} in {path.parent} is not what edgeconv writes there (a key is missing or "
+                        "of another type); left out")
+        return None
+    if path.name == "run.json" and not all(isinstance(v, dict) for v in (data.get("stages") or {}).values()):
+        problems.append(f"{path.name} in {path.parent}: its stages are not records; left out")
+        return None
+    return data
 
 
 def collect(run_dir: str | Path) -> dict:
@@ -50,15 +102,20 @@ def collect(run_dir: str | Path) -> dict:
     side_of_sha = {e.sha256: side for side in SIDES if data["manifest"][side]
                    for e in data["manifest"][side].files.values()}
     rf = ResultsFile(d / "results.jsonl")
-    for rec in rf.records():
+    for rec in rf.records(warn=False):
         side = side_of_sha.get(rec.get("sha256"))
         if side:  # the run folder may have moved since: point at where its files are now
             rec["artifact"] = str(d / "artifacts" / side)
         data["records"].append(rec)
     data["skipped_lines"] = rf.skipped
     if rf.skipped:
-        problems.append(f"results.jsonl: {rf.skipped} line(s) that are not records (torn or garbage) were skipped")
+        problems.append(f"results.jsonl: {rf.skipped} line(s) that are not records (torn, garbage or malformed) "
+                        "were skipped")
     return data
+
+
+def _db(v) -> str:
+    return f"{v:.1f}" if isinstance(v, (int, float)) else str(v)
 
 
 def _latest_ok(records):
@@ -134,7 +191,8 @@ def _plots(data: dict, out: Path) -> dict[str, Path]:
             ax.legend(fontsize=8)
             save(fig, "twin", "twin_speedup.png")
 
-    acc = [(side, r) for side in SIDES for r in (data["accuracy"].get(side) or {}).get("rows", []) if "fp32" in r]
+    acc = [(side, r) for side in SIDES for r in (data["accuracy"].get(side) or {}).get("rows", [])
+           if "error" not in r]
     if acc:
         fig, ax = plt.subplots(figsize=(9, 3.6))
         labels, f32, i8 = [], [], []
@@ -226,7 +284,7 @@ def _tables(data: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
             delta = f"{100 * ci.get('delta', 0):+.1f} [{100 * ci.get('ci_low', 0):+.1f}, {100 * ci.get('ci_high', 0):+.1f}]"
             acc_rows.append([side, r["runtime"], f"{100 * r['fp32']['top1']:.1f}", f"{100 * r['int8']['top1']:.1f}",
                              f"{100 * r['fp32']['top5']:.1f}", f"{100 * r['int8']['top5']:.1f}", delta,
-                             f"{100 * r['agreement']:.1f}%", f"{r['sqnr_db']:.1f}"])
+                             f"{100 * r['agreement']:.1f}%", _db(r["sqnr_db"])])
     if acc_rows:
         info = (data["accuracy"].get("model") or {}).get("data", {})
         man = data["manifest"].get("model")
@@ -251,7 +309,7 @@ def _tables(data: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
         v = data["verify"].get(side) or {}
         for r in v.get("rows", []):
             ver_rows.append([side, r["file"], f"{r['max_rel']:.1e}" if "max_rel" in r else "",
-                             f"{r['sqnr_db']:.1f}" if "sqnr_db" in r else "",
+                             _db(r["sqnr_db"]) if "sqnr_db" in r else "",
                              f"{100 * r['agreement']:.0f}%" if "agreement" in r else "",
                              "ok" if r["ok"] else f"FAIL {r.get('error', '')}"])
     if ver_rows:
