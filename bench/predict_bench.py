@@ -38,6 +38,8 @@ def main() -> int:
     p.add_argument("--work", default=str(Path.home() / ".cache" / "edgeconv" / "predict_bench"))
     p.add_argument("--min-seconds", type=float, default=1.0)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "predict.json"))
+    p.add_argument("--export-only", action="store_true",
+                   help="export every micro-model and held-out model, time nothing (a later run times them)")
     a = p.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
@@ -66,6 +68,13 @@ def main() -> int:
             for m, cs in held.items()}
     out = {"host": device_facts(), "load_average_before": os.getloadavg(), "fit_configs": sorted(FIT),
            "held_out": {m: [list(c) for c in cs] for m, cs in held.items()}, "results": {}}
+
+    def held_export(m, w, s, fmt, precision):
+        net = create_model(m, width=w, input_size=s)
+        ds = calibration("digits", net, recipe.calib_count)
+        return net, export(net, calib=ds.x, formats=[fmt], precisions=[precision], recipe=recipe,
+                           out=work / "held" / f"{m}_w{w}_s{s}", calib_info=ds.describe())
+
     for runtime, precision in itertools.product(a.runtimes.split(","), a.precisions.split(",")):
         fmt = next(f.name for f in FORMATS.values() if f.runtime == runtime)
         rf = ResultsFile(work / f"{runtime}_{precision}.jsonl")
@@ -74,17 +83,19 @@ def main() -> int:
         for m, (w, s) in itertools.product(models, sorted(FIT)):
             jobs += plan_profile(m, work / "fit" / f"{m}_w{w}_s{s}", fmt=fmt, precision=precision,
                                  input_size=s, width=w, recipe=recipe, log=lambda x: print(x, flush=True))
+        if a.export_only:
+            for m in models:
+                for w, s in held[m]:
+                    held_export(m, w, s, fmt, precision)
+            print(f"{runtime} {precision}: exported in {time.time() - t0:.0f} s", flush=True)
+            continue
         run_jobs(jobs, [dev], rf, cfg)
         fit_s = time.time() - t0
         predictor = Predictor(rf.records(), "local", runtime, precision)
         rows = []
         for m in models:
             for w, s in held[m]:
-                net = create_model(m, width=w, input_size=s)
-                d = work / "held" / f"{m}_w{w}_s{s}"
-                ds = calibration("digits", net, recipe.calib_count)
-                art = export(net, calib=ds.x, formats=[fmt], precisions=[precision], recipe=recipe, out=d,
-                             calib_info=ds.describe())
+                net, art = held_export(m, w, s, fmt, precision)
                 run_jobs([Job(art, n, e, 1) for n, e in art.files.items()], [dev], rf, cfg)
                 rec = next(r for r in latest(rf.records()).values() if r["sha256"] == art.files[
                     next(iter(art.files))].sha256 and r["status"] == "ok")
@@ -108,7 +119,8 @@ def main() -> int:
         out["load_average_after"] = os.getloadavg()
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(out, indent=2))
-    print(f"-> {a.out}")
+    if not a.export_only:
+        print(f"-> {a.out}")
     return 0
 
 

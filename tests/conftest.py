@@ -121,7 +121,11 @@ def sshd(tmp_path_factory):
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
         f"AuthorizedKeysFile {root / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
         f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\n"
-        f"PidFile {root / 'sshd.pid'}\nSubsystem sftp internal-sftp\nLogLevel ERROR\n")
+        f"PidFile {root / 'sshd.pid'}\nSubsystem sftp internal-sftp\nLogLevel ERROR\n"
+        # bash skips ~/.bashrc for a command run by sshd at shell level 2 or more: the test
+        # device's sessions do not depend on this machine's shell set-up (a pyenv init there
+        # rehashes its shims on every login, minutes under load)
+        f"SetEnv SHLVL=1\n")
     server = SSHD(root, port, root / "user_key", root / "host_key", root / "known_hosts", config)
     server.start()
     yield server
