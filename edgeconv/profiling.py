@@ -237,7 +237,8 @@ def table(records: list[dict], device: str, runtime: str, precision: str, model_
     for b in order:
         fm, ft = feats[("model", b)], feats.get(("twin", b))
         mm, mt = p50.get(("model", b)), p50.get(("twin", b))
-        kind = max(KINDS, key=lambda k: fm[f"macs_{k}"]) if fm["macs"] else "other"
+        # the conv kinds in the block, most MACs first: an inverted residual is pointwise+depthwise
+        kind = "+".join(sorted((k for k in KINDS if fm.get(f"macs_{k}")), key=lambda k: -fm[f"macs_{k}"])) or "other"
         rows.append({"block": b, "kind": kind, "macs": fm["macs"], "twin_macs": ft["macs"] if ft else None,
                      **block_bytes(fm, precision), "model_ms": mm, "twin_ms": mt,
                      "latency_ratio": mt / mm if mm and mt else None,

@@ -20,6 +20,7 @@ Two layers:
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import faulthandler
 import io
@@ -109,8 +110,16 @@ def configure(verbose: bool = False, log_file: str | None = None) -> None:
         try:
             _state["fault_file"] = os.fdopen(os.dup(2), "w", closefd=True)
             faulthandler.enable(file=_state["fault_file"])
+            atexit.register(_close_fault_file)
         except (OSError, ValueError, io.UnsupportedOperation):
             pass
+
+
+def _close_fault_file() -> None:
+    f = _state.pop("fault_file", None)
+    if f is not None:
+        faulthandler.disable()
+        f.close()
 
 
 def keep_on_terminal(*consoles) -> None:
