@@ -77,7 +77,7 @@ def main() -> int:
 
     for runtime, precision in itertools.product(a.runtimes.split(","), a.precisions.split(",")):
         fmt = next(f.name for f in FORMATS.values() if f.runtime == runtime)
-        rf = ResultsFile(work / f"{runtime}_{precision}.jsonl")
+        rf = ResultsFile(work / "results.jsonl")   # one file: a folder's other formats, timed once
         t0 = time.time()
         jobs = []
         for m, (w, s) in itertools.product(models, sorted(FIT)):
@@ -96,9 +96,10 @@ def main() -> int:
         for m in models:
             for w, s in held[m]:
                 net, art = held_export(m, w, s, fmt, precision)
-                run_jobs([Job(art, n, e, 1) for n, e in art.files.items()], [dev], rf, cfg)
-                rec = next(r for r in latest(rf.records()).values() if r["sha256"] == art.files[
-                    next(iter(art.files))].sha256 and r["status"] == "ok")
+                name = art.name_of(fmt, precision)
+                run_jobs([Job(art, name, art.files[name], 1)], [dev], rf, cfg)
+                rec = next(r for r in latest(rf.records()).values() if r["sha256"] == art.files[name].sha256
+                           and r["status"] == "ok")
                 measured = record_stats(rec)["p50"]
                 feats = model_features(net)
                 predicted = predictor.total_ms(predictor.block_ms([f for _, f in feats]))

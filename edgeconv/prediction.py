@@ -4,8 +4,9 @@ Fit per (device, runtime, precision) from the block records of ``edgeconv profil
 gradient-boosted regressor (scikit-learn) from each block's features (MACs of each conv kind,
 weight and activation elements, layer count, kernel, stride, channels, size; all but the counts
 in log scale) to the log of its measured p50; then the whole model's latency from the sum of
-its blocks' through a line fitted on the profiled models (whole = a * sum + b), which carries
-the per-model overhead and what fusion saves across blocks.
+its blocks' and their count, through a plane fitted for relative error on the profiled models
+(whole = a * sum - c * blocks + b), which carries the per-model overhead, the call overhead
+each micro-model pays and the whole model does not, and what fusion saves across blocks.
 """
 from __future__ import annotations
 
@@ -45,29 +46,34 @@ class Predictor:
         self.model = GradientBoostingRegressor(n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8,
                                                random_state=0).fit(x, y)
         self.blocks = len(blocks)
-        # whole model = a * sum of its blocks' + b, on the profiled models
-        sums, wholes = {}, {}
+        # whole model = a * (sum of its blocks') - c * (blocks) + b on the profiled models, fitted for
+        # relative error: each micro-model's run pays a call overhead the whole model pays once, and
+        # fusion across blocks saves a share of the sum
+        sums, counts, wholes = {}, {}, {}
         for r in recs:
             key = (r.get("model"), r["arch"]["side"], r.get("artifact", "").rsplit("/", 2)[0])
             if r["arch"]["block"] is None:
                 wholes[key] = record_stats(r)["p50"]
             elif r["arch"]["block"] != PEAK:
                 sums[key] = sums.get(key, 0.0) + record_stats(r)["p50"]
-        pairs = [(sums[k], wholes[k]) for k in wholes if k in sums]
-        if len(pairs) >= 3:
-            a, b = np.polyfit([p[0] for p in pairs], [p[1] for p in pairs], 1)
-        elif pairs:
-            a, b = 1.0, float(np.median([w - s for s, w in pairs]))
-        else:
-            a, b = 1.0, 0.0
-        self.whole_fit = {"a": float(a), "b": float(b), "models": len(pairs)}
+                counts[key] = counts.get(key, 0) + 1
+        keys = [k for k in wholes if k in sums]
+        s, n, w = (np.array([d[k] for k in keys], float) for d in (sums, counts, wholes))
+        a, c, b = 1.0, 0.0, 0.0
+        if len(keys) >= 4:
+            (a, c, b), *_ = np.linalg.lstsq(np.stack([s, -n, np.ones_like(s)], 1) / w[:, None], np.ones_like(w),
+                                            rcond=None)
+        elif keys:
+            b = float(np.median(w - s))
+        self.whole_fit = {"a": float(a), "c": float(c), "b": float(b), "models": len(keys)}
 
     def block_ms(self, feats: list[dict]) -> np.ndarray:
         return np.exp(self.model.predict(np.array([vector(f) for f in feats])))
 
     def total_ms(self, block_ms) -> float:
-        s = float(np.sum(block_ms))
-        return max(self.whole_fit["a"] * s + self.whole_fit["b"], 0.0)
+        f = self.whole_fit
+        total = f["a"] * float(np.sum(block_ms)) - f.get("c", 0.0) * len(block_ms) + f["b"]
+        return total if total > 0 else float(np.sum(block_ms))
 
 
 def model_features(model, depth: int = 1) -> list[tuple[str, dict]]:

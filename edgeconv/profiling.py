@@ -150,7 +150,8 @@ def plan_profile(model: str, out: str | Path, *, fmt: str, precision: str, calib
             art.manifest.arch = {"block": block, "side": side, **f}
             art.save()
             # a block the twin shares with the model (stem, head) is the same file: timed once per side
-            jobs += [Job(art, n, e, 1, None if block is None else f"{side}:{block}") for n, e in art.files.items()]
+            jobs += [Job(art, n, e, 1, None if block is None else f"{side}:{block}") for n, e in art.files.items()
+                     if (e.format, e.precision) == (fmt, precision)]  # not what earlier profiles added there
     peak = peak_module(128, 28)  # 116M MACs: big enough for a device's wide kernels to reach their roof
     peak.card = ModelCard("peak_conv3x3_128", (128, 28, 28), None, None, None, {"kind": "pt2"})
     peak.input_shape = (128, 28, 28)
@@ -159,7 +160,8 @@ def plan_profile(model: str, out: str | Path, *, fmt: str, precision: str, calib
                  out=out / PEAK, force=force, calib_info={"source": "noise", "count": 16})
     art.manifest.arch = {"block": PEAK, "side": "peak", **features(peak, (128, 28, 28))}
     art.save()
-    jobs += [Job(art, n, e, 1, f"peak:{PEAK}") for n, e in art.files.items()]
+    jobs += [Job(art, n, e, 1, f"peak:{PEAK}") for n, e in art.files.items()
+             if (e.format, e.precision) == (fmt, precision)]
     return jobs
 
 

@@ -231,3 +231,55 @@ def test_pt2_program_card_with_its_twin(tmp_path):
     run("verify", tmp_path / "art", "--min-agreement", "0")
     run("export", card, "--twin", "--out", tmp_path / "twin", "--formats", "onnx", "--precision", "fp32")
     run("verify", tmp_path / "twin")
+
+
+@pytest.fixture(scope="module")
+def lite0_photos(tmp_path_factory):
+    """ImageNet-labelled photos in class folders: crops of scikit-learn's two sample photos
+    (a palace and a daisy), calibration and evaluation crops apart."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    root = tmp_path_factory.mktemp("photos")
+    for label, img in zip(("palace", "daisy"), load_sample_images().images):
+        h, w = img.shape[:2]
+        for i in range(8):
+            top, left = (i * 37) % (h // 3), (i * 53) % (w // 3)
+            crop = Image.fromarray(img[top:top + 2 * h // 3, left:left + 2 * w // 3])
+            folder = root / ("calib" if i < 5 else "eval") / label
+            folder.mkdir(parents=True, exist_ok=True)
+            crop.save(folder / f"{label}_{i}.jpg")
+    return root
+
+
+@pytest.mark.arm64
+def test_reference_lite0_card_through_every_verb(lite0_pair, lite0_photos, tmp_path, arm64_python):
+    """The PyPI reference EfficientNet-Lite0 as a card, at 96 x 96 to keep it short: info against the
+    twin formula, every format and precision with every conv int8, verify, check on labelled photos,
+    bench on this host and the emulated arm64 device."""
+    card, art = CARDS / "lite0_reference.toml", tmp_path / "art"
+    info = json.loads(run("info", card, "--input-size", "96", "--json").stdout)
+    model = create_model(card, input_size=96)
+    rows = {r["name"]: r for r in info["cost"]["blocks"]}
+    twin_rows = {r["name"]: r for r in info["twin_cost"]["blocks"]}
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert sum(m.groups > 1 for m in convs.values()) == 16
+    for path, conv in convs.items():
+        assert twin_rows[path]["macs"] == dense_macs(rows[path], conv), path
+    run("export", card, "--input-size", "96", "--calib", lite0_photos / "calib", "--out", art)
+    a = Artifact.load(art)
+    assert a.manifest.complete and not a.errors and len(a.files) == 6
+    for e in a.files.values():
+        if e.precision == "int8":
+            assert e.int8_report["convs"] == e.int8_report["convs_int8"] == len(convs), (e.format, e.int8_report)
+            assert e.int8_report["ops_int8"] == e.int8_report["ops"], (e.format, e.int8_report["float_ops"])
+    run("verify", art)
+    run("check", art, "--data", lite0_photos / "eval", "--max-drop", "100")  # 6 photos: about the path, not the figure
+    acc = json.loads((art / "accuracy.json").read_text())
+    assert {r["runtime"] for r in acc["rows"]} == {"onnxruntime", "litert", "executorch"}
+    assert acc["ok"] and all(r["delta_top1"]["n"] == 6 for r in acc["rows"]), acc["rows"]
+    results = tmp_path / "r.jsonl"
+    run("bench", art, "--device", "local,qemu-arm64", "--results", results, *FAST)
+    recs = [json.loads(line) for line in results.read_text().splitlines()]
+    assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+    assert {(r["device"]["name"], r["runtime"]) for r in recs} >= {("local", "executorch"), ("qemu-arm64", "litert"),
+                                                                   ("qemu-arm64", "onnxruntime")}
