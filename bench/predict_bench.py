@@ -102,7 +102,7 @@ def main() -> int:
                            and r["status"] == "ok")
                 measured = record_stats(rec)["p50"]
                 feats = model_features(net)
-                predicted = predictor.total_ms(predictor.block_ms([f for _, f in feats]))
+                predicted = predictor.total_ms(predictor.block_ms([f for _, f in feats]), [f for _, f in feats])
                 rows.append({"model": m, "width": w, "input_size": s, "measured_ms": measured,
                              "predicted_ms": predicted, "error": predicted / measured - 1})
                 print(f"{runtime} {precision} {m} w{w} s{s}: measured {measured:.3f} ms, predicted {predicted:.3f} ms "

@@ -5,8 +5,9 @@ gradient-boosted regressor (scikit-learn) from each block's features (MACs of ea
 weight and activation elements, layer count, kernel, stride, channels, size; all but the counts
 in log scale) to the log of its measured p50; then the whole model's latency from the sum of
 its blocks' and their count, through a plane fitted for relative error on the profiled models
-(whole = a * sum - c * blocks + b), which carries the per-model overhead, the call overhead
-each micro-model pays and the whole model does not, and what fusion saves across blocks.
+(whole = a * sum - c * blocks - d * boundary elements + b): the per-model overhead, what each
+micro-model pays and the whole model does not (a call, and moving its input and output in and
+out of the runtime's own layout), and what fusion saves across blocks.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ class Predictor:
         # whole model = a * (sum of its blocks') - c * (blocks) + b on the profiled models, fitted for
         # relative error: each micro-model's run pays a call overhead the whole model pays once, and
         # fusion across blocks saves a share of the sum
-        sums, counts, wholes = {}, {}, {}
+        sums, counts, elems, wholes = {}, {}, {}, {}
         for r in recs:
             key = (r.get("model"), r["arch"]["side"], r.get("artifact", "").rsplit("/", 2)[0])
             if r["arch"]["block"] is None:
@@ -57,23 +58,32 @@ class Predictor:
             elif r["arch"]["block"] != PEAK:
                 sums[key] = sums.get(key, 0.0) + record_stats(r)["p50"]
                 counts[key] = counts.get(key, 0) + 1
+                elems[key] = elems.get(key, 0.0) + _io_elems(r["arch"])
         keys = [k for k in wholes if k in sums]
-        s, n, w = (np.array([d[k] for k in keys], float) for d in (sums, counts, wholes))
-        a, c, b = 1.0, 0.0, 0.0
-        if len(keys) >= 4:
-            (a, c, b), *_ = np.linalg.lstsq(np.stack([s, -n, np.ones_like(s)], 1) / w[:, None], np.ones_like(w),
-                                            rcond=None)
+        s, n, e, w = (np.array([d[k] for k in keys], float) for d in (sums, counts, elems, wholes))
+        a, c, d, b = 1.0, 0.0, 0.0, 0.0
+        if len(keys) >= 5:
+            (a, c, d, b), *_ = np.linalg.lstsq(np.stack([s, -n, -e, np.ones_like(s)], 1) / w[:, None],
+                                               np.ones_like(w), rcond=None)
         elif keys:
             b = float(np.median(w - s))
-        self.whole_fit = {"a": float(a), "c": float(c), "b": float(b), "models": len(keys)}
+        self.whole_fit = {"a": float(a), "c": float(c), "d": float(d), "b": float(b), "models": len(keys)}
 
     def block_ms(self, feats: list[dict]) -> np.ndarray:
         return np.exp(self.model.predict(np.array([vector(f) for f in feats])))
 
-    def total_ms(self, block_ms) -> float:
+    def total_ms(self, block_ms, feats: list[dict]) -> float:
+        """The whole model from its blocks' predicted times and their features."""
         f = self.whole_fit
-        total = f["a"] * float(np.sum(block_ms)) - f.get("c", 0.0) * len(block_ms) + f["b"]
+        e = sum(_io_elems(x) for x in feats)
+        total = f["a"] * float(np.sum(block_ms)) - f.get("c", 0.0) * len(block_ms) - f.get("d", 0.0) * e + f["b"]
         return total if total > 0 else float(np.sum(block_ms))
+
+
+def _io_elems(f: dict) -> float:
+    """Elements a block reads and writes at its boundary, in millions: what a micro-model moves
+    in and out of the runtime's own layout, and the whole model does not."""
+    return ((f.get("in_elems") or 0) + (f.get("out_elems") or 0)) / 1e6
 
 
 def model_features(model, depth: int = 1) -> list[tuple[str, dict]]:
@@ -109,6 +119,6 @@ def predict(model, device: str, *, runtime: str = "onnxruntime", precision: str 
     feats = model_features(net, depth)
     ms = p.block_ms([f for _, f in feats])
     return {"model": net.card.name, "twin": twin, "device": device, "runtime": runtime, "precision": precision,
-            "predicted_ms": p.total_ms(ms), "sum_of_blocks_ms": float(np.sum(ms)),
+            "predicted_ms": p.total_ms(ms, [f for _, f in feats]), "sum_of_blocks_ms": float(np.sum(ms)),
             "blocks": [{"block": n, "macs": f["macs"], "predicted_ms": float(t)} for (n, f), t in zip(feats, ms)],
             "fit": {"block_records": p.blocks, **p.whole_fit, "emulated": p.emulated}}

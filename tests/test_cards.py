@@ -272,7 +272,9 @@ def test_reference_lite0_card_through_every_verb(lite0_pair, lite0_photos, tmp_p
         if e.precision == "int8":
             assert e.int8_report["convs"] == e.int8_report["convs_int8"] == len(convs), (e.format, e.int8_report)
             assert e.int8_report["ops_int8"] == e.int8_report["ops"], (e.format, e.int8_report["float_ops"])
-    run("verify", art)
+    # ten crops of two photos at 96 px: 1000-way top-1 is flat there, so agreement is loose; SQNR is not
+    verify = json.loads(run("verify", art, "--min-agreement", "0.5", "--json").stdout)
+    assert "calibration images" in verify["inputs"] and all(r["ok"] for r in verify["rows"]), verify
     run("check", art, "--data", lite0_photos / "eval", "--max-drop", "100")  # 6 photos: about the path, not the figure
     acc = json.loads((art / "accuracy.json").read_text())
     assert {r["runtime"] for r in acc["rows"]} == {"onnxruntime", "litert", "executorch"}
