@@ -47,7 +47,7 @@ def main() -> int:
     import numpy as np
 
     from bench_device.agent import device_facts
-    from edgeconv.artifact import FORMATS
+    from edgeconv.artifact import format_of
     from edgeconv.benchmark import Job, ResultsFile, TimingConfig, latest, record_stats, run_jobs
     from edgeconv.data import calibration
     from edgeconv.device.inventory import get_device
@@ -76,7 +76,7 @@ def main() -> int:
                            out=work / "held" / f"{m}_w{w}_s{s}", calib_info=ds.describe())
 
     for runtime, precision in itertools.product(a.runtimes.split(","), a.precisions.split(",")):
-        fmt = next(f.name for f in FORMATS.values() if f.runtime == runtime)
+        fmt = format_of(runtime)
         rf = ResultsFile(work / "results.jsonl")   # one file: a folder's other formats, timed once
         t0 = time.time()
         jobs = []

@@ -56,6 +56,11 @@ def runtime_of(fmt: str) -> str:
     return FORMATS[fmt].runtime
 
 
+def format_of(runtime: str) -> str:
+    """The format ``runtime`` runs (one each)."""
+    return next(f.name for f in FORMATS.values() if f.runtime == runtime)
+
+
 def file_name(fmt: str, precision: str) -> str:
     return f"model_{precision}{FORMATS[fmt].suffix}"
 

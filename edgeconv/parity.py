@@ -100,7 +100,8 @@ def verify(artifact: str | Path | Artifact, thresholds: Thresholds = Thresholds(
     for a, b in itertools.combinations(int8, 2):
         pairs.append({"a": a, "b": b, "sqnr_db": sqnr_db(outputs[a], outputs[b]),
                       "agreement": top1_agreement(outputs[a], outputs[b])})
-    incomplete = [art.incomplete()] if art.incomplete() else []
+    unfinished = art.incomplete()
+    incomplete = [unfinished] if unfinished else []
     result = {"artifact": str(art.path), "inputs": source, "count": int(len(x)),
               "thresholds": asdict(thresholds), "rows": rows, "int8_pairs": pairs,
               "export_errors": [e["message"] for e in art.errors] + incomplete,

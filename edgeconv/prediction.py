@@ -47,9 +47,8 @@ class Predictor:
         self.model = GradientBoostingRegressor(n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8,
                                                random_state=0).fit(x, y)
         self.blocks = len(blocks)
-        # whole model = a * (sum of its blocks') - c * (blocks) + b on the profiled models, fitted for
-        # relative error: each micro-model's run pays a call overhead the whole model pays once, and
-        # fusion across blocks saves a share of the sum
+        # whole model = a * (sum of its blocks') - c * (blocks) - d * (boundary elements) + b on the
+        # profiled models, fitted for relative error (see the module docstring)
         sums, counts, elems, wholes = {}, {}, {}, {}
         for r in recs:
             key = (r.get("model"), r["arch"]["side"], r.get("artifact", "").rsplit("/", 2)[0])
@@ -76,7 +75,7 @@ class Predictor:
         """The whole model from its blocks' predicted times and their features."""
         f = self.whole_fit
         e = sum(_io_elems(x) for x in feats)
-        total = f["a"] * float(np.sum(block_ms)) - f.get("c", 0.0) * len(block_ms) - f.get("d", 0.0) * e + f["b"]
+        total = f["a"] * float(np.sum(block_ms)) - f["c"] * len(block_ms) - f["d"] * e + f["b"]
         return total if total > 0 else float(np.sum(block_ms))
 
 

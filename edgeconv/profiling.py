@@ -150,8 +150,9 @@ def plan_profile(model: str, out: str | Path, *, fmt: str, precision: str, calib
             art.manifest.arch = {"block": block, "side": side, **f}
             art.save()
             # a block the twin shares with the model (stem, head) is the same file: timed once per side
-            jobs += [Job(art, n, e, 1, None if block is None else f"{side}:{block}") for n, e in art.files.items()
-                     if (e.format, e.precision) == (fmt, precision)]  # not what earlier profiles added there
+            fname = art.name_of(fmt, precision)  # not the other files earlier profiles added there
+            if fname:
+                jobs.append(Job(art, fname, art.files[fname], 1, None if block is None else f"{side}:{block}"))
     peak = peak_module(128, 28)  # 116M MACs: big enough for a device's wide kernels to reach their roof
     peak.card = ModelCard("peak_conv3x3_128", (128, 28, 28), None, None, None, {"kind": "pt2"})
     peak.input_shape = (128, 28, 28)
@@ -160,8 +161,9 @@ def plan_profile(model: str, out: str | Path, *, fmt: str, precision: str, calib
                  out=out / PEAK, force=force, calib_info={"source": "noise", "count": 16})
     art.manifest.arch = {"block": PEAK, "side": "peak", **features(peak, (128, 28, 28))}
     art.save()
-    jobs += [Job(art, n, e, 1, f"peak:{PEAK}") for n, e in art.files.items()
-             if (e.format, e.precision) == (fmt, precision)]
+    fname = art.name_of(fmt, precision)
+    if fname:
+        jobs.append(Job(art, fname, art.files[fname], 1, f"peak:{PEAK}"))
     return jobs
 
 
@@ -191,12 +193,12 @@ def profile(model: str, device: str = "local", *, runtime: str = "onnxruntime", 
     time them with the whole models and a dense conv on ``device`` (records into ``results``,
     default ``out/results.jsonl``), write ``out/report.html`` (the per-block table, the bars and
     the roofline) and return ``table(...)`` of what was measured."""
-    from .artifact import RUNTIMES
+    from .artifact import RUNTIMES, format_of
     from .benchmark import ResultsFile, TimingConfig, run_jobs
     from .device.inventory import get_device
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r} is unknown; known: {', '.join(RUNTIMES)}")
-    fmt = next(f.name for f in FORMATS.values() if f.runtime == runtime)
+    fmt = format_of(runtime)
     dev = get_device(device, inventory)
     if dev.runtimes and runtime not in dev.runtimes:
         raise ValueError(f"device {device!r} runs {', '.join(dev.runtimes)}, not {runtime}")
