@@ -54,13 +54,13 @@ class Group(click.Group):
             fail(escape(message(e)))
         except OSError as e:
             import errno
-            if e.filename is None and e.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM):
+            hints = {errno.ENOSPC: "free some space or choose another folder",
+                     errno.EDQUOT: "free some space or choose another folder",
+                     errno.EROFS: "choose a folder you can write to", errno.EACCES: "choose a folder you can write to",
+                     errno.EPERM: "choose a folder you can write to"}
+            if e.filename is None and e.errno not in hints:
                 raise  # no file to name: not the user's input but a fault to show whole
-            hint = {errno.ENOSPC: "free some space or choose another folder",
-                    errno.EDQUOT: "free some space or choose another folder",
-                    errno.EROFS: "choose a folder you can write to", errno.EACCES: "choose a folder you can write to",
-                    errno.EPERM: "choose a folder you can write to"}.get(e.errno, "check the path")
-            fail(escape(f"cannot use {e.filename or 'the file'}: {e.strerror}; {hint}"))
+            fail(escape(f"cannot use {e.filename or 'the file'}: {e.strerror}; {hints.get(e.errno, 'check the path')}"))
 
 
 def csv_option(value: str | None, allowed, what: str, required: bool = True) -> list[str]:
