@@ -57,6 +57,11 @@ _lock = threading.RLock()
 _depth = 0
 
 
+def verbose() -> bool:
+    """Whether other libraries' output is shown (``configure(verbose=True)``, or not configured)."""
+    return _state["verbose"]
+
+
 def log_path() -> str:
     return _state["log_path"] or os.environ.get("EDGECONV_NATIVE_LOG") or os.path.join(
         tempfile.gettempdir(), f"edgeconv-native-{os.getuid() if hasattr(os, 'getuid') else 'user'}.log")

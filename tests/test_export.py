@@ -140,3 +140,39 @@ def test_keep_fp32_leaves_exactly_the_named_block_float(tmp_path):
         report = art.files[art.file(fmt, "int8").name].int8_report
         assert report["convs_int8"] == total - kept, (fmt, report)
         assert report["ops_int8"] < report["ops"] and report["float_ops"], (fmt, report)
+
+
+def test_workers_make_the_same_files(tmp_path):
+    """Files exported side by side in worker processes are byte for byte the files exported one
+    after the other here; a model whose outputs the workers cannot rebuild from its reference
+    (state outside its state dict) is exported here instead, with the same result."""
+    model = create_model("tiny")
+    calib = load_data("digits", input_shape=model.input_shape, preprocess=model.spec.preprocess, calib_count=16)
+    kw = dict(formats=["onnx"], calib=calib.x, calib_info=calib.describe())
+    seen, said = [], []
+    one = export(model, out=tmp_path / "one", workers=1, **kw)
+    two = export(model, out=tmp_path / "two", workers=2, progress=lambda i, n, what: seen.append((i, n)), **kw)
+    assert list(two.files) == list(one.files) == ["model_fp32.onnx", "model_int8.onnx"]
+    assert {n: e.sha256 for n, e in two.files.items()} == {n: e.sha256 for n, e in one.files.items()}
+    assert seen[0] == (0, 2) and seen[-1] == (2, 2) and two.manifest.complete and not two.errors
+
+    (tmp_path / "odd.py").write_text(
+        "import torch\n\n"
+        "class Scaled(torch.nn.Module):  # the scale is not in the state dict: each build draws its own\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)\n"
+        "        self.scale = torch.rand(1) + 0.5\n"
+        "        self.fc = torch.nn.Linear(4, 10)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(self.conv(x).relu().mean((2, 3)) * self.scale)\n\n"
+        "def build():\n"
+        "    return Scaled()\n")
+    odd = create_model(f"{tmp_path / 'odd.py'}:build", input_size=model.input_shape[-1])
+    art = export(odd, out=tmp_path / "odd", workers=2, log=said.append, **kw)
+    assert sorted(art.files) == ["model_fp32.onnx", "model_int8.onnx"] and not art.errors
+    assert len(said) == 2 and all("in this process instead" in s and "other outputs" in s for s in said), said
+    x = calib.x[:4]
+    with torch.no_grad():
+        want = odd(torch.from_numpy(x)).numpy()
+    assert np.abs(Session(art.path / "model_fp32.onnx").run(x) - want).max() < 1e-4

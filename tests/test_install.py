@@ -68,13 +68,14 @@ FOREIGN = re.compile(r"absl|oneDNN|Failed to load|_pytree|training mode|XNNPACK 
 
 
 def test_terminal_holds_only_edgeconv_lines(tmp_path):
-    """export, check and bench of the tiny model: stdout is edgeconv's tables and lines, stderr
-    only its own warnings and progress; with --verbose the native libraries speak again."""
+    """export (in two worker processes), check and bench of the tiny model: stdout is edgeconv's
+    tables and lines, stderr only its own warnings and progress; with --verbose the native
+    libraries speak again."""
     def edgeconv(*args, verbose=False):
         argv = [sys.executable, "-m", "edgeconv", *(["--verbose"] if verbose else []), *map(str, args)]
         return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900)
 
-    runs = [edgeconv("export", "tiny", "--out", "art", "--calib-count", "16"),
+    runs = [edgeconv("export", "tiny", "--out", "art", "--calib-count", "16", "--workers", "2"),
             edgeconv("check", "art", "--data", "digits", "--limit", "32"),
             edgeconv("bench", "art", "--results", "r.jsonl", "--warmup", "1", "--min-runs", "3", "--min-seconds", "0"),
             edgeconv("verify", "art", "--count", "8")]

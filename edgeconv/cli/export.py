@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..artifact import FORMATS, PRECISIONS
 from ..cost import human
+from ..exporters import PARALLEL_MIN_LAYERS
 from .common import MODEL_HELP, Progress, console, csv_option, err_console, model_options, positive
 
 
@@ -38,11 +39,15 @@ from .common import MODEL_HELP, Progress, console, csv_option, err_console, mode
                                               "in the manifest).")
 @click.option("--out", type=click.Path(file_okay=False), help="Artifact folder [default: artifacts/MODEL].")
 @click.option("--force", is_flag=True, help="Replace an earlier export in --out (only the files edgeconv wrote).")
+@click.option("--workers", type=int, callback=positive("workers", 1),
+              help="Files exported at once, each in a process of its own (the files are the same) "
+                   f"[default: one per core for models of {PARALLEL_MIN_LAYERS} or more conv/linear layers, "
+                   "else 1].")
 @click.option("--android", "android_dir", type=click.Path(file_okay=False),
               help="Also install the TFLite model into this android_demo app folder.")
 def export(model, twin, weights, pretrained, width, input_size, formats, precision, calib, calib_count,
            class_index, calib_method, bias_correction, keep_fp32, channels_last, int8_io, out, force,
-           android_dir):
+           workers, android_dir):
     """Quantize and export MODEL to ONNX, TFLite and ExecuTorch (XNNPACK).
 
     \b
@@ -87,7 +92,7 @@ def export(model, twin, weights, pretrained, width, input_size, formats, precisi
     with Progress("export ") as bar:
         art = do_export(net, formats=fmts, precisions=precs, calib=calib_x, recipe=recipe,
                         io=ExportIO(channels_last=channels_last, int8_io=int8_io), out=out, force=force,
-                        calib_info=calib_info, progress=bar, log=lambda m: err_console.print(m))
+                        calib_info=calib_info, progress=bar, log=lambda m: err_console.print(m), workers=workers)
     print_artifact(art)
     if android_dir:
         from ..android import install

@@ -15,11 +15,15 @@ the files edgeconv wrote there.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import os
 import re
+import sys
 import time
 import traceback
+import types
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -212,7 +216,7 @@ def save_reference(model, example, out: Path) -> dict:
 
 def export(model, example=None, *, formats=tuple(FORMATS), precisions=PRECISIONS, calib: np.ndarray | None = None,
            recipe=None, io: ExportIO | None = None, out: str | Path = "artifacts", force: bool = False,
-           calib_info: dict | None = None, progress=None, log=None) -> Artifact:
+           calib_info: dict | None = None, progress=None, log=None, workers: int | None = None) -> Artifact:
     """Export ``model`` to every format x precision into the folder ``out``.
 
     ``model`` is any single-input ``nn.Module``: a zoo or card model (``create_model``), or your
@@ -220,6 +224,11 @@ def export(model, example=None, *, formats=tuple(FORMATS), precisions=PRECISIONS
     preprocessed real samples) is required for int8; ``calib_info`` says where it came from
     (recorded in the manifest). Returns the Artifact; failures are listed in
     ``artifact.errors`` and did not stop other formats.
+
+    ``workers``: how many files are exported at once, each in a process of its own that
+    rebuilds the model from the folder's reference (``parallel_workers``; None: one per core
+    for a model of ``PARALLEL_MIN_LAYERS`` layers or more, else 1, in this process). The files
+    are the same either way.
     """
     import torch
 
@@ -286,16 +295,22 @@ def export(model, example=None, *, formats=tuple(FORMATS), precisions=PRECISIONS
             log(f"reusing {out}: all {done} file(s) already exported" if not todo else
                 f"resuming the export in {out}: {done} file(s) already there, {len(todo)} to go")
         folded = fold_batchnorm(model, example)
-        calib_tensors = [torch.from_numpy(np.ascontiguousarray(calib[i:i + 1])) for i in range(len(calib))] \
-            if calib is not None else []
-        for i, (fmt, precision) in enumerate(todo):
+        calib_tensors = _batch_one(calib)
+        total, n_workers = len(todo), parallel_workers(model, len(todo), workers)
+        if n_workers > 1:
+            todo = _export_in_workers(art, folded, example, todo, calib, recipe, io, n_workers, progress, log)
+        for i, (fmt, precision) in enumerate(todo, start=total - len(todo)):
             if progress:
-                progress(i, len(todo), f"{fmt} {precision}")
-            _export_one(art, folded, example, fmt, precision, calib_tensors, recipe, io)
+                progress(i, total, f"{fmt} {precision}")
+            _record(art, fmt, precision, _attempt(art.path, folded, example, fmt, precision, calib_tensors, recipe, io))
+        order = {tuple(r): i for i, r in enumerate(art.manifest.requested)}   # workers finish in any order
+        art.manifest.files = dict(sorted(art.files.items(), key=lambda kv: order.get((kv[1].format,
+                                                                                       kv[1].precision), 0)))
+        art.errors.sort(key=lambda e: order.get((e["format"], e["precision"]), 0))
         art.manifest.complete = True
         art.save()
     if progress:
-        progress(len(todo), len(todo), "done")
+        progress(total, total, "done")
     return art
 
 
@@ -307,34 +322,187 @@ def _intact(art: Artifact, name: str) -> bool:
         return False
 
 
-def _export_one(art: Artifact, folded, example, fmt, precision, calib, recipe, io) -> None:
-    exporter = EXPORTERS[fmt]
+def _batch_one(calib) -> list:
+    """The calibration samples as batch-1 tensors, the shape the exporters calibrate with."""
+    import torch
+    return [torch.from_numpy(np.ascontiguousarray(calib[i:i + 1])) for i in range(len(calib))] \
+        if calib is not None else []
+
+
+def _attempt(folder: Path, folded, example, fmt, precision, calib, recipe, io) -> tuple:
+    """Run one exporter into the file's ``.partial`` name: ``("done", result, seconds)`` or
+    ``("error", record, seconds)`` (the record that goes into the manifest's ``errors``).
+    A full disk is raised (``OSError``), not recorded: the file stays missing for a rerun."""
     name = file_name(fmt, precision)
-    path = art.path / name
-    tmp = art.path / f".{name}.partial{path.suffix}"
+    path = folder / name
+    tmp = folder / f".{name}.partial{path.suffix}"
     t0 = time.perf_counter()
     try:
         with native_output(f"{fmt} {precision} export"):
-            result = exporter.export(folded, example, precision, calib, recipe, io, tmp)
-        tmp.replace(path)
+            result = EXPORTERS[fmt].export(folded, example, precision, calib, recipe, io, tmp)
+        return "done", result, round(time.perf_counter() - t0, 2)
     except Exception as e:  # any backend failure is recorded; the other formats go on
+        for leftover in folder.glob(f".{name}.partial*"):
+            leftover.unlink()
         if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
-            # the disk, not the backend: stop with the file missing, for a rerun to fill in
-            for leftover in art.path.glob(f".{name}.partial*"):
-                leftover.unlink()
             raise OSError(e.errno, e.strerror, str(path)) from None
         err = e if isinstance(e, ExportError) else ExportError(fmt, _first_line(e), failing_op(e))
         for note in getattr(e, "__notes__", ()):
             err.add_note(note)
-        art.errors.append({"format": fmt, "precision": precision, "op": err.op, "message": str(err),
-                           "traceback": traceback.format_exc(limit=8)})
-        for leftover in art.path.glob(f".{name}.partial*"):
-            leftover.unlink()
-        art.save()
-        return
-    art.files[name] = FileEntry(fmt, precision, result["input"], result["output"], cached_sha256(path),
-                                path.stat().st_size, round(time.perf_counter() - t0, 2), result.get("int8_report"))
+        return "error", {"format": fmt, "precision": precision, "op": err.op, "message": str(err),
+                         "traceback": traceback.format_exc(limit=8)}, round(time.perf_counter() - t0, 2)
+
+
+def _record(art: Artifact, fmt, precision, outcome) -> None:
+    """Put one ``_attempt`` outcome into the folder: the file under its name and in the
+    manifest, or the error in the manifest."""
+    kind, payload, seconds = outcome
+    if kind == "error":
+        art.errors.append(payload)
+    else:
+        name = file_name(fmt, precision)
+        path = art.path / name
+        (art.path / f".{name}.partial{path.suffix}").replace(path)
+        art.files[name] = FileEntry(fmt, precision, payload["input"], payload["output"], cached_sha256(path),
+                                    path.stat().st_size, seconds, payload.get("int8_report"))
     art.save()
+
+
+# -- several files at once ------------------------------------------------------------------------
+# Most of an export is single-threaded Python (torch.export, the PT2E passes, ExecuTorch's
+# lowering, the converters), so on a machine with several cores the files are made side by side,
+# one process each (spawned: a fork would inherit torch's OpenMP pool and the parent's locks).
+
+PARALLEL_MIN_LAYERS = 24   # conv/linear layers; a smaller model exports faster than a worker starts
+_COST = {"executorch": 3, "onnx": 2, "tflite": 1}   # longest first: ExecuTorch int8 takes the longest
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def parallel_workers(model, jobs: int, workers: int | None = None) -> int:
+    """How many worker processes export ``jobs`` files of ``model``: ``workers`` if given (at most
+    one per file), else one per core when the model has ``PARALLEL_MIN_LAYERS`` conv/linear
+    layers or more and can be rebuilt from its reference (a zoo spec or a model card), else 1."""
+    from torch import nn
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers={workers!r}: must be a whole number >= 1")
+        return max(1, min(workers, jobs))
+    if jobs < 2 or model.card.source.get("kind") not in ("spec", "card"):
+        return 1
+    layers = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+    return min(_cores(), jobs) if layers >= PARALLEL_MIN_LAYERS else 1
+
+
+def _export_in_workers(art: Artifact, folded, example, todo, calib, recipe, io, workers: int, progress,
+                       log=None) -> list:
+    """Export ``todo`` in ``workers`` spawned processes, longest first; each rebuilds the model
+    from the folder's reference and checks that it gives ``folded``'s outputs. Returns the
+    files that still need an export here: those whose model could not be rebuilt alike, or
+    whose worker died."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    import torch
+
+    from .. import quiet
+    with torch.no_grad():
+        expected = folded(example).numpy()
+    job = {"folder": str(art.path), "source": art.manifest.source, "reference": str(art.reference()),
+           "example": example.numpy(), "expected": expected, "calib": calib, "recipe": recipe, "io": io}
+    order = sorted(todo, key=lambda fp: (fp[1] != "int8", -_COST.get(fp[0], 0)))
+    threads = max(1, torch.get_num_threads() // workers)
+    left, done = [], 0
+    pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_worker_start,
+                                  initargs=(quiet.verbose(), quiet.log_path(), threads))
+    try:
+        with _caller_script_hidden():
+            futures = {pool.submit(_worker_export, job, fmt, precision): (fmt, precision) for fmt, precision in order}
+        if progress:
+            progress(0, len(todo), f"{len(order)} files, {workers} at a time")
+        for fut in cf.as_completed(futures):
+            fmt, precision = futures[fut]
+            try:
+                outcome = fut.result()
+            except OSError as e:
+                if e.errno in DISK_ERRNOS:
+                    raise
+                outcome = ("retry", f"{type(e).__name__}: {e}", 0.0)
+            except Exception as e:  # the worker died (BrokenProcessPool) or could not start
+                outcome = ("retry", f"{type(e).__name__}: {e}", 0.0)
+            if outcome[0] == "retry":
+                left.append((fmt, precision))
+                if log:
+                    log(f"{fmt} {precision}: exporting it in this process instead ({outcome[1]})")
+                continue
+            _record(art, fmt, precision, outcome)
+            done += 1
+            if progress:
+                progress(done, len(todo), f"{fmt} {precision}")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return [fp for fp in todo if tuple(fp) in left]
+
+
+@contextlib.contextmanager
+def _caller_script_hidden():
+    """Spawn runs the caller's ``__main__`` script again in every new process unless the script
+    guards its top level with ``if __name__ == "__main__"``; the workers need nothing from it
+    (they import edgeconv by name), so while they start, ``__main__`` is an empty module."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+def _worker_start(verbose: bool, log_file: str, threads: int) -> None:
+    """A worker's set-up: edgeconv's quiet rules, and (unless verbose) its fds 1 and 2 on the
+    native log for good: a worker has nothing of its own to say, it returns outcomes."""
+    from .. import quiet
+    quiet.configure(verbose, log_file)
+    if not verbose:
+        fd = os.open(quiet.log_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    import torch
+    torch.set_num_threads(threads)
+    _load_backends()
+
+
+_worker_models: dict = {}
+
+
+def _worker_export(job: dict, fmt: str, precision: str) -> tuple:
+    """One file in a worker: the outcome of ``_attempt``, or ``("retry", why, 0)`` when the model
+    rebuilt from the reference does not give the parent's outputs."""
+    import torch
+
+    from ..quantize import fold_batchnorm
+    from ..zoo import load_reference
+    key = (job["folder"], job["reference"])
+    if key not in _worker_models:
+        example = torch.from_numpy(job["example"])
+        try:
+            folded = fold_batchnorm(load_reference(job["source"], Path(job["reference"])), example)
+            with torch.no_grad():
+                got = folded(example).numpy()
+        except Exception as e:  # the parent exports this file itself
+            return "retry", f"the model could not be rebuilt from its reference ({type(e).__name__}: {e})", 0.0
+        scale = max(1.0, float(np.abs(job["expected"]).max()))
+        if got.shape != job["expected"].shape or not np.allclose(got, job["expected"], rtol=1e-4, atol=1e-4 * scale):
+            return "retry", "the model rebuilt from its reference gives other outputs", 0.0
+        _worker_models.clear()
+        _worker_models[key] = (folded, example)
+    folded, example = _worker_models[key]
+    return _attempt(Path(job["folder"]), folded, example, fmt, precision, _batch_one(job["calib"]),
+                    job["recipe"], job["io"])
 
 
 def _arch(model) -> dict:
