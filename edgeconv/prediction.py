@@ -1,13 +1,18 @@
 """``predict``: a model's latency on a profiled device, without running it.
 
-Fit per (device, runtime, precision) from the block records of ``edgeconv profile`` runs: a
-gradient-boosted regressor (scikit-learn) from each block's features (MACs of each conv kind,
-weight and activation elements, layer count, kernel, stride, channels, size; all but the counts
-in log scale) to the log of its measured p50; then the whole model's latency from the sum of
-its blocks' and their count, through a plane fitted for relative error on the profiled models
-(whole = a * sum - c * blocks - d * boundary elements + b): the per-model overhead, what each
-micro-model pays and the whole model does not (a call, and moving its input and output in and
-out of the runtime's own layout), and what fusion saves across blocks.
+Fit per (device, runtime, precision) from the block records of ``edgeconv profile`` runs, in
+two stages. First a roofline-style line through every block: a fixed cost per block and per
+layer, a cost per MAC of each conv kind (standard, pointwise, depthwise, grouped, linear), per
+activation element read and written, per depthwise element and per weight, non-negative and
+fitted for relative error (``linear_terms``); it extrapolates to sizes and widths no profiled
+block had. Then a gradient-boosted regressor (scikit-learn) from each block's features (MACs
+of each conv kind, weight and activation elements, layer count, kernel, stride, channels,
+size; all but the counts in log scale) to the log of measured / line: what the line misses
+(cache fits, kernel choices), bounded to the ratios it saw. The whole model comes from the sum
+of its blocks' and their count, through a plane fitted for relative error on the profiled
+models (whole = a * sum - c * blocks - d * boundary elements + b): the per-model overhead, what
+each micro-model pays and the whole model does not (a call, and moving its input and output in
+and out of the runtime's own layout), and what fusion saves across blocks.
 """
 from __future__ import annotations
 
@@ -24,12 +29,43 @@ def vector(f: dict) -> list[float]:
     return [math.log1p(f.get(k, 0) or 0) for k in FEATURES] + [float(f.get(k, 0) or 0) for k in COUNTS]
 
 
+def linear_terms(f: dict) -> list[float]:
+    """What a block's time is made of, to first order (millions where a count): one call, its
+    layers, its MACs of each conv kind, the activation elements it reads and writes, the
+    elements its depthwise convs pass over, and its weights."""
+    def g(k):
+        return float(f.get(k, 0) or 0)
+    kernel = max(g("kernel"), 1.0)
+    return [1.0, g("layers"), g("macs_standard") / 1e6, g("macs_pointwise") / 1e6, g("macs_depthwise") / 1e6,
+            g("macs_grouped") / 1e6, g("macs_linear") / 1e6, (g("in_elems") + g("out_elems")) / 1e6,
+            g("macs_depthwise") / kernel ** 2 / 1e6, g("params") / 1e6]
+
+
+class BlockModel:
+    """Block p50 from features: the non-negative line of ``linear_terms`` times a boosted
+    correction of its ratio (see the module docstring)."""
+
+    def __init__(self, feats: list[dict], ms: np.ndarray):
+        from scipy.optimize import nnls
+        from sklearn.ensemble import GradientBoostingRegressor
+        lin = np.array([linear_terms(f) for f in feats])
+        self.coef, _ = nnls(lin / ms[:, None], np.ones_like(ms))
+        ratio = np.log(ms / self._line(lin))
+        self.boost = GradientBoostingRegressor(n_estimators=200, max_depth=3, learning_rate=0.05, subsample=0.8,
+                                               random_state=0).fit(np.array([vector(f) for f in feats]), ratio)
+
+    def _line(self, lin: np.ndarray) -> np.ndarray:
+        return np.maximum(lin @ self.coef, 1e-6)
+
+    def predict(self, feats: list[dict]) -> np.ndarray:
+        line = self._line(np.array([linear_terms(f) for f in feats]))
+        return line * np.exp(self.boost.predict(np.array([vector(f) for f in feats])))
+
+
 class Predictor:
     """Block latency model of one (device, runtime, precision)."""
 
     def __init__(self, records: list[dict], device: str, runtime: str, precision: str):
-        from sklearn.ensemble import GradientBoostingRegressor
-
         from .benchmark import latest, record_stats
         from .profiling import PEAK
         self.device, self.runtime, self.precision = device, runtime, precision
@@ -42,10 +78,7 @@ class Predictor:
                              f"({len(blocks)} block records); make one first: edgeconv profile MODEL --device "
                              f"{device} --runtime {runtime} --precision {precision} --results FILE")
         self.emulated = any(r["device"].get("emulated") for r in recs)
-        x = np.array([vector(r["arch"]) for r in blocks])
-        y = np.log([record_stats(r)["p50"] for r in blocks])
-        self.model = GradientBoostingRegressor(n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8,
-                                               random_state=0).fit(x, y)
+        self.model = BlockModel([r["arch"] for r in blocks], np.array([record_stats(r)["p50"] for r in blocks]))
         self.blocks = len(blocks)
         # whole model = a * (sum of its blocks') - c * (blocks) - d * (boundary elements) + b on the
         # profiled models, fitted for relative error (see the module docstring)
@@ -69,7 +102,7 @@ class Predictor:
         self.whole_fit = {"a": float(a), "c": float(c), "d": float(d), "b": float(b), "models": len(keys)}
 
     def block_ms(self, feats: list[dict]) -> np.ndarray:
-        return np.exp(self.model.predict(np.array([vector(f) for f in feats])))
+        return self.model.predict(feats)
 
     def total_ms(self, block_ms, feats: list[dict]) -> float:
         """The whole model from its blocks' predicted times and their features."""

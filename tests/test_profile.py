@@ -85,12 +85,12 @@ def test_profile_on_the_emulated_arm64_device(arm64_python, tmp_path):
 
 def test_sustained_bench_flags_drift(tiny_artifact, tmp_path):
     results = tmp_path / "r.jsonl"
-    res = run("bench", tiny_artifact, "--runtime", "onnxruntime", "--precision", "int8", "--sustained", "0.2",
+    res = run("bench", tiny_artifact, "--runtime", "onnxruntime", "--precision", "int8", "--sustained", "1",
               "--results", results, "--warmup", "1")
     rec = ResultsFile(results).records()[0]
     t, s = rec["samples_t_s"], rec["samples_ms"]
-    assert len(t) == len(s) > 20 and t == sorted(t) and t[-1] >= 11.5
-    assert len(rec["telemetry"]) >= 3 and all("temp_c" in x and "freq_mhz" in x for x in rec["telemetry"])
+    assert len(t) == len(s) > 100 and t == sorted(t) and 59 <= t[-1] <= 75
+    assert len(rec["telemetry"]) >= 11 and all("temp_c" in x and "freq_mhz" in x for x in rec["telemetry"])
     d = rec["drift"]
     assert d["window_s"] == pytest.approx(t[-1] / 3, rel=0.05) and isinstance(d["drifted"], bool)
     assert d["drifted"] == (abs(d["p50_last_ms"] / d["p50_first_ms"] - 1) > d["threshold"])
