@@ -96,7 +96,10 @@ def main() -> int:
             continue
         run_jobs(jobs, [dev], rf, cfg)
         fit_s = time.time() - t0
-        predictor = Predictor(rf.records(), "local", runtime, precision)
+        # the blocks' features as this version computes them (a record keeps those of its first timing)
+        arch = {(j.entry.sha256, j.block): j.artifact.manifest.arch for j in jobs}
+        records = [{**r, "arch": arch.get((r.get("sha256"), r.get("block")), r.get("arch"))} for r in rf.records()]
+        predictor = Predictor(records, "local", runtime, precision)
         rows = []
         for m in models:
             for w, s in held[m]:

@@ -21,8 +21,9 @@ import math
 import numpy as np
 
 FEATURES = ("macs", "macs_standard", "macs_pointwise", "macs_depthwise", "macs_grouped", "macs_linear",
-            "params", "in_elems", "out_elems", "in_chs", "out_chs", "in_hw", "out_hw")
+            "params", "in_elems", "out_elems", "pad_elems", "in_chs", "out_chs", "in_hw", "out_hw")
 COUNTS = ("layers", "kernel", "stride")
+LATER = ("pad_elems",)   # features profiles made by earlier versions do not record
 
 
 def vector(f: dict) -> list[float]:
@@ -32,13 +33,13 @@ def vector(f: dict) -> list[float]:
 def linear_terms(f: dict) -> list[float]:
     """What a block's time is made of, to first order (millions where a count): one call, its
     layers, its MACs of each conv kind, the activation elements it reads and writes, the
-    elements its depthwise convs pass over, and its weights."""
+    elements its depthwise convs pass over, those its explicit pads write, and its weights."""
     def g(k):
         return float(f.get(k, 0) or 0)
     kernel = max(g("kernel"), 1.0)
     return [1.0, g("layers"), g("macs_standard") / 1e6, g("macs_pointwise") / 1e6, g("macs_depthwise") / 1e6,
             g("macs_grouped") / 1e6, g("macs_linear") / 1e6, (g("in_elems") + g("out_elems")) / 1e6,
-            g("macs_depthwise") / kernel ** 2 / 1e6, g("params") / 1e6]
+            g("macs_depthwise") / kernel ** 2 / 1e6, g("pad_elems") / 1e6, g("params") / 1e6]
 
 
 class BlockModel:
@@ -78,7 +79,10 @@ class Predictor:
                              f"({len(blocks)} block records); make one first: edgeconv profile MODEL --device "
                              f"{device} --runtime {runtime} --precision {precision} --results FILE")
         self.emulated = any(r["device"].get("emulated") for r in recs)
-        self.model = BlockModel([r["arch"] for r in blocks], np.array([record_stats(r)["p50"] for r in blocks]))
+        # a feature some records lack is left out (zero) on both sides of the fit
+        self.unrecorded = {k for k in LATER if any(k not in r["arch"] for r in blocks)}
+        self.model = BlockModel(self._known([r["arch"] for r in blocks]),
+                                np.array([record_stats(r)["p50"] for r in blocks]))
         self.blocks = len(blocks)
         # whole model = a * (sum of its blocks') - c * (blocks) - d * (boundary elements) + b on the
         # profiled models, fitted for relative error (see the module docstring)
@@ -101,8 +105,11 @@ class Predictor:
             b = float(np.median(w - s))
         self.whole_fit = {"a": float(a), "c": float(c), "d": float(d), "b": float(b), "models": len(keys)}
 
+    def _known(self, feats: list[dict]) -> list[dict]:
+        return [{**f, **{k: 0 for k in self.unrecorded}} for f in feats] if self.unrecorded else feats
+
     def block_ms(self, feats: list[dict]) -> np.ndarray:
-        return self.model.predict(feats)
+        return self.model.predict(self._known(feats))
 
     def total_ms(self, block_ms, feats: list[dict]) -> float:
         """The whole model from its blocks' predicted times and their features."""

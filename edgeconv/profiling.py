@@ -49,9 +49,11 @@ class _Micro:
 
 def features(module, in_shape: tuple) -> dict:
     """What the predictor learns latency from: MACs per conv kind, weight and activation bytes,
-    layer count, largest kernel, stride (input over output size), channels."""
+    layer count, largest kernel, stride (input over output size), channels, and the elements
+    explicit pad ops write (``pad_elems``)."""
     from .card import layer_costs
-    rows = layer_costs(module, in_shape if len(in_shape) == 3 else (in_shape[0], 1, 1))
+    shape = in_shape if len(in_shape) == 3 else (in_shape[0], 1, 1)
+    rows = layer_costs(module, shape)
     f = {f"macs_{k}": sum(r.macs for r in rows if r.kind == k) for k in KINDS}
     out = rows[-1].out_shape if rows else in_shape
     kernels = [m.kernel_size[0] for m in module.modules() if hasattr(m, "kernel_size") and
@@ -61,8 +63,29 @@ def features(module, in_shape: tuple) -> dict:
     f.update(macs=sum(r.macs for r in rows), params=sum(r.params for r in rows), layers=len(rows),
              kernel=max(kernels, default=1), stride=max(1, round(in_hw / max(out_hw, 1))),
              in_chs=in_shape[0], out_chs=out[0], in_hw=in_hw, out_hw=out_hw,
-             in_elems=prod(in_shape), out_elems=prod(out))
+             in_elems=prod(in_shape), out_elems=prod(out), pad_elems=pad_elements(module, shape))
     return f
+
+
+def pad_elements(module, in_shape: tuple) -> int:
+    """Elements written by the explicit pad ops of one forward pass (``F.pad``, ``nn.ZeroPad2d``,
+    TensorFlow SAME pads before a stride-2 conv): a pass over the activations of its own in
+    the int8 runtimes, which a conv's built-in padding does not cost."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+    written = []
+
+    class Pads(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if getattr(func, "__name__", "") in ("pad", "constant_pad_nd") and isinstance(out, torch.Tensor):
+                written.append(out.numel())
+            return out
+
+    x = torch.zeros(1, *in_shape)
+    with torch.no_grad(), Pads():
+        module.eval()(x)
+    return int(sum(written))
 
 
 def block_bytes(f: dict, precision: str) -> dict:

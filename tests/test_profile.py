@@ -83,6 +83,22 @@ def test_profile_on_the_emulated_arm64_device(arm64_python, tmp_path):
     assert recs and all(r["status"] == "ok" and r["device"]["arch"] == "aarch64" for r in recs)
 
 
+def test_explicit_pads_are_a_block_feature():
+    """TensorFlow SAME pads before a stride-2 conv are a pass of their own in the int8 runtimes (an
+    EfficientNet-Lite0 stride-2 block is twice as slow as MobileNetV2's of the same shape under
+    LiteRT int8), so the predictor gets the elements they write; a conv's own padding is free."""
+    import torch
+
+    from edgeconv.prediction import model_features
+    from edgeconv.profiling import pad_elements
+    padded = torch.nn.Sequential(torch.nn.ZeroPad2d((0, 1, 0, 1)), torch.nn.Conv2d(8, 8, 3, 2, groups=8))
+    assert pad_elements(padded, (8, 16, 16)) == 8 * 17 * 17
+    assert pad_elements(torch.nn.Conv2d(8, 8, 3, 2, padding=1, groups=8), (8, 16, 16)) == 0
+    lite = dict(model_features(create_model("efficientnet_lite0", input_size=64)))
+    assert lite["blocks.1"]["pad_elems"] > 0 and lite["blocks.2"]["pad_elems"] == 0
+    assert all(f["pad_elems"] == 0 for _, f in model_features(create_model("mobilenet_v2", input_size=64)))
+
+
 def test_sustained_bench_flags_drift(tiny_artifact, tmp_path):
     results = tmp_path / "r.jsonl"
     res = run("bench", tiny_artifact, "--runtime", "onnxruntime", "--precision", "int8", "--sustained", "1",
