@@ -71,9 +71,12 @@ def test_terminal_holds_only_edgeconv_lines(tmp_path):
     """export (in two worker processes), check and bench of the tiny model: stdout is edgeconv's
     tables and lines, stderr only its own warnings and progress; with --verbose the native
     libraries speak again."""
+    native = tmp_path / "native.log"
+
     def edgeconv(*args, verbose=False):
         argv = [sys.executable, "-m", "edgeconv", *(["--verbose"] if verbose else []), *map(str, args)]
-        return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "EDGECONV_NATIVE_LOG": str(native)})
 
     runs = [edgeconv("export", "tiny", "--out", "art", "--calib-count", "16", "--workers", "2"),
             edgeconv("check", "art", "--data", "digits", "--limit", "32"),
@@ -85,6 +88,9 @@ def test_terminal_holds_only_edgeconv_lines(tmp_path):
         assert foreign == [], foreign
         assert not [line for line in (r.stdout + r.stderr).splitlines() if FOREIGN.search(line)]
     assert "warning: tiny has random weights" in runs[0].stderr  # edgeconv's own warnings still show
+    # what the libraries said in the export workers went to the native log, and the workers' own logs are gone
+    assert re.search(r"pid \d+ tflite \w+ export\n.*absl", native.read_text())
+    assert not list(tmp_path.glob("native.log.*"))
     loud = edgeconv("check", "art", "--data", "digits", "--limit", "8", "--formats", "tflite,executorch",
                     verbose=True)
     assert loud.returncode == 0 and FOREIGN.search(loud.stderr), loud.stderr[-1000:]

@@ -330,19 +330,20 @@ def _batch_one(calib) -> list:
 
 
 def _attempt(folder: Path, folded, example, fmt, precision, calib, recipe, io) -> tuple:
-    """Run one exporter into the file's ``.partial`` name: ``("done", result, seconds)`` or
-    ``("error", record, seconds)`` (the record that goes into the manifest's ``errors``).
-    A full disk is raised (``OSError``), not recorded: the file stays missing for a rerun."""
+    """Run one exporter into a ``.partial`` name of this process's own: ``("done", result,
+    seconds)`` (``result["partial"]``: that file) or ``("error", record, seconds)`` (the record
+    that goes into the manifest's ``errors``). A full disk is raised (``OSError``), not
+    recorded: the file stays missing for a rerun."""
     name = file_name(fmt, precision)
     path = folder / name
-    tmp = folder / f".{name}.partial{path.suffix}"
+    tmp = folder / f".{name}.partial-{os.getpid()}{path.suffix}"
     t0 = time.perf_counter()
     try:
         with native_output(f"{fmt} {precision} export"):
             result = EXPORTERS[fmt].export(folded, example, precision, calib, recipe, io, tmp)
-        return "done", result, round(time.perf_counter() - t0, 2)
+        return "done", {**result, "partial": tmp.name}, round(time.perf_counter() - t0, 2)
     except Exception as e:  # any backend failure is recorded; the other formats go on
-        for leftover in folder.glob(f".{name}.partial*"):
+        for leftover in folder.glob(f".{name}.partial-{os.getpid()}*"):
             leftover.unlink()
         if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
             raise OSError(e.errno, e.strerror, str(path)) from None
@@ -362,7 +363,7 @@ def _record(art: Artifact, fmt, precision, outcome) -> None:
     else:
         name = file_name(fmt, precision)
         path = art.path / name
-        (art.path / f".{name}.partial{path.suffix}").replace(path)
+        (art.path / payload["partial"]).replace(path)
         art.files[name] = FileEntry(fmt, precision, payload["input"], payload["output"], cached_sha256(path),
                                     path.stat().st_size, seconds, payload.get("int8_report"))
     art.save()
@@ -385,42 +386,78 @@ def parallel_workers(model, jobs: int, workers: int | None = None) -> int:
     """How many worker processes export ``jobs`` files of ``model``: ``workers`` if given (at most
     one per file), else one per core when the model has ``PARALLEL_MIN_LAYERS`` conv/linear
     layers or more and can be rebuilt from its reference (a zoo spec or a model card), else 1."""
+    import multiprocessing
+
     from torch import nn
     if workers is not None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers={workers!r}: must be a whole number >= 1")
         return max(1, min(workers, jobs))
-    if jobs < 2 or model.card.source.get("kind") not in ("spec", "card"):
+    if jobs < 2 or model.card.source.get("kind") not in ("spec", "card") \
+            or multiprocessing.current_process().daemon:   # a daemonic process may not start any
         return 1
     layers = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
-    return min(_cores(), jobs) if layers >= PARALLEL_MIN_LAYERS else 1
+    return min(_cores(), jobs, _memory_for_workers()) if layers >= PARALLEL_MIN_LAYERS else 1
+
+
+WORKER_MEMORY = 3 << 30   # bytes a worker may take at its peak (ExecuTorch int8 of EfficientNet-Lite0: ~2 GB)
+
+
+def _memory_for_workers() -> int:
+    """How many workers the memory available now holds (1 where that cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 1
+    return max(1, avail // WORKER_MEMORY)
 
 
 def _export_in_workers(art: Artifact, folded, example, todo, calib, recipe, io, workers: int, progress,
                        log=None) -> list:
     """Export ``todo`` in ``workers`` spawned processes, longest first; each rebuilds the model
     from the folder's reference and checks that it gives ``folded``'s outputs. Returns the
-    files that still need an export here: those whose model could not be rebuilt alike, or
-    whose worker died."""
+    files that still need an export here: all of them when no worker can start (or the
+    reference cannot be read), else those whose model did not rebuild alike or whose worker died."""
     import concurrent.futures as cf
     import multiprocessing
 
     import torch
 
     from .. import quiet
-    with torch.no_grad():
-        expected = folded(example).numpy()
-    job = {"folder": str(art.path), "source": art.manifest.source, "reference": str(art.reference()),
-           "example": example.numpy(), "expected": expected, "calib": calib, "recipe": recipe, "io": io}
+
+    def here(why: str) -> list:
+        if log:
+            log(f"exporting in this process instead of {workers} workers: {why}")
+        return list(todo)
+
+    try:
+        reference = str(art.reference())
+    except ArtifactError as e:
+        return here(str(e))
+    probes = _probes(example, calib)
+    job = {"folder": str(art.path), "source": art.manifest.source, "reference": reference,
+           "example": example.numpy(), "probes": probes, "expected": _answers(folded, probes), "calib": calib,
+           "recipe": recipe, "io": io}
     order = sorted(todo, key=lambda fp: (fp[1] != "int8", -_COST.get(fp[0], 0)))
     threads = max(1, torch.get_num_threads() // workers)
     left, done = [], 0
-    pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_worker_start,
-                                  initargs=(quiet.verbose(), quiet.log_path(), threads))
     try:
-        with _caller_script_hidden():
-            futures = {pool.submit(_worker_export, job, fmt, precision): (fmt, precision) for fmt, precision in order}
+        pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_worker_start,
+                                      initargs=(quiet.verbose(), quiet.log_path(), threads))
+    except Exception as e:  # no process can be started here
+        return here(f"{type(e).__name__}: {e}")
+    try:
+        futures = {}
+        try:
+            with _caller_script_hidden():
+                for fmt, precision in order:
+                    futures[pool.submit(_worker_export, job, fmt, precision)] = (fmt, precision)
+        except Exception as e:  # e.g. a daemonic process may not have children
+            if not futures:
+                return here(f"{type(e).__name__}: {e}")
+            left += [fp for fp in order if fp not in futures.values()]
         if progress:
             progress(0, len(todo), f"{len(order)} files, {workers} at a time")
         for fut in cf.as_completed(futures):
@@ -431,7 +468,7 @@ def _export_in_workers(art: Artifact, folded, example, todo, calib, recipe, io, 
                 if e.errno in DISK_ERRNOS:
                     raise
                 outcome = ("retry", f"{type(e).__name__}: {e}", 0.0)
-            except Exception as e:  # the worker died (BrokenProcessPool) or could not start
+            except Exception as e:  # the worker died (BrokenProcessPool)
                 outcome = ("retry", f"{type(e).__name__}: {e}", 0.0)
             if outcome[0] == "retry":
                 left.append((fmt, precision))
@@ -445,6 +482,20 @@ def _export_in_workers(art: Artifact, folded, example, todo, calib, recipe, io, 
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return [fp for fp in todo if tuple(fp) in left]
+
+
+def _probes(example, calib) -> list[np.ndarray]:
+    """The inputs a rebuilt model must answer alike: ``example``, two calibration samples and a
+    seeded random input (zeros alone hide anything that scales the input), each batch 1."""
+    rows = [example.numpy()] + ([calib[i:i + 1] for i in range(min(2, len(calib)))] if calib is not None else [])
+    rows.append(np.random.default_rng(0).standard_normal(example.shape).astype(rows[0].dtype))
+    return [np.ascontiguousarray(r) for r in rows]
+
+
+def _answers(model, probes: list[np.ndarray]) -> list[np.ndarray]:
+    import torch
+    with torch.no_grad():
+        return [model(torch.from_numpy(x)).numpy() for x in probes]
 
 
 @contextlib.contextmanager
@@ -461,22 +512,54 @@ def _caller_script_hidden():
             sys.modules["__main__"] = main
 
 
+_worker: dict = {}   # in a worker: its model, and its native log and the shared one
+
+
 def _worker_start(verbose: bool, log_file: str, threads: int) -> None:
-    """A worker's set-up: edgeconv's quiet rules, and (unless verbose) its fds 1 and 2 on the
-    native log for good: a worker has nothing of its own to say, it returns outcomes."""
+    """A worker's set-up: it ends when the exporting process does (Linux), follows edgeconv's
+    quiet rules and (unless verbose) keeps its fds 1 and 2 on a native log of its own, handed on
+    to the shared one after each file (``_hand_over_log``): a worker has nothing of its own to
+    say, it returns outcomes, and what one worker's libraries print stays out of another's
+    error notes."""
+    import multiprocessing.util
+    import signal
+    with contextlib.suppress(Exception):   # PR_SET_PDEATHSIG: no orphan writing into a folder no one locks
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
     from .. import quiet
-    quiet.configure(verbose, log_file)
+    private = f"{log_file}.{os.getpid()}"
+    _worker.update(shared=log_file, private=private)
+    quiet.configure(verbose, private)
     if not verbose:
-        fd = os.open(quiet.log_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(private, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
+        multiprocessing.util.Finalize(None, _hand_over_log, kwargs={"last": True}, exitpriority=0)
     import torch
     torch.set_num_threads(threads)
     _load_backends()
 
 
-_worker_models: dict = {}
+def _hand_over_log(last: bool = False) -> None:
+    """Append what this worker's libraries printed to the shared native log (one write) and
+    empty its own; the last time, remove it."""
+    private, shared = _worker.get("private"), _worker.get("shared")
+    if not private or not os.path.exists(private):
+        return
+    with contextlib.suppress(OSError):
+        with open(private, "rb") as f:
+            text = f.read()
+        if text:
+            fd = os.open(shared, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, text)
+            finally:
+                os.close(fd)
+        if last:
+            os.unlink(private)
+        else:
+            os.truncate(private, 0)
 
 
 def _worker_export(job: dict, fmt: str, precision: str) -> tuple:
@@ -487,22 +570,27 @@ def _worker_export(job: dict, fmt: str, precision: str) -> tuple:
     from ..quantize import fold_batchnorm
     from ..zoo import load_reference
     key = (job["folder"], job["reference"])
-    if key not in _worker_models:
+    if _worker.get("key") != key:
         example = torch.from_numpy(job["example"])
         try:
             folded = fold_batchnorm(load_reference(job["source"], Path(job["reference"])), example)
-            with torch.no_grad():
-                got = folded(example).numpy()
+            got = _answers(folded, job["probes"])
         except Exception as e:  # the parent exports this file itself
             return "retry", f"the model could not be rebuilt from its reference ({type(e).__name__}: {e})", 0.0
-        scale = max(1.0, float(np.abs(job["expected"]).max()))
-        if got.shape != job["expected"].shape or not np.allclose(got, job["expected"], rtol=1e-4, atol=1e-4 * scale):
-            return "retry", "the model rebuilt from its reference gives other outputs", 0.0
-        _worker_models.clear()
-        _worker_models[key] = (folded, example)
-    folded, example = _worker_models[key]
-    return _attempt(Path(job["folder"]), folded, example, fmt, precision, _batch_one(job["calib"]),
-                    job["recipe"], job["io"])
+        for g, want in zip(got, job["expected"]):
+            scale = max(1.0, float(np.abs(want).max()))
+            if g.shape != want.shape or not np.allclose(g, want, rtol=1e-4, atol=1e-4 * scale):
+                return "retry", "the model rebuilt from its reference gives other outputs", 0.0
+        _worker.update(key=key, model=(folded, example))
+    folded, example = _worker["model"]
+    outcome = _attempt(Path(job["folder"]), folded, example, fmt, precision, _batch_one(job["calib"]),
+                       job["recipe"], job["io"])
+    _hand_over_log()
+    if outcome[0] == "error":   # its notes name the log the text is in now
+        record = {k: v.replace(_worker["private"], _worker["shared"]) if isinstance(v, str) else v
+                  for k, v in outcome[1].items()}
+        outcome = ("error", record, outcome[2])
+    return outcome
 
 
 def _arch(model) -> dict:
