@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -66,6 +67,8 @@ def main() -> int:
                      "bytes": e.bytes, "sha256": e.sha256} for n, e in art.files.items()}
         row = {"pretrained": name in PRETRAINED, "calibration": ds.describe(),
                "workers": parallel_workers(model, len(files), a.workers), "export_s": round(seconds, 2),
+               "peak_rss_mb": {"this process": _rss_mb(resource.RUSAGE_SELF),
+                               "largest child process": _rss_mb(resource.RUSAGE_CHILDREN)},
                "cpu_s": round(cpu, 2), "files": files, "export_errors": art.errors}
         if a.latency:
             row["latency"] = _latency(art, a.runs, a.rounds)
@@ -86,6 +89,10 @@ def main() -> int:
     print(f"\ntotal {results['total_s']:.1f} s; targets met: {met}; load average "
           f"{results['load_average_before'][0]:.1f} -> {results['load_average_after'][0]:.1f}\nwritten {a.out}")
     return 0
+
+
+def _rss_mb(who) -> float:
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)   # KiB on Linux
 
 
 def _cpu() -> float:
