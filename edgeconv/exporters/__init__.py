@@ -378,7 +378,8 @@ PARALLEL_MIN_LAYERS = 24   # conv/linear layers; a smaller model exports faster 
 _COST = {"executorch": 3, "onnx": 2, "tflite": 1}   # longest first: ExecuTorch int8 takes the longest
 
 
-def _cores() -> int:
+def cores() -> int:
+    """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -397,7 +398,7 @@ def parallel_workers(model, jobs: int, workers: int | None = None) -> int:
             or multiprocessing.current_process().daemon:   # a daemonic process may not start any
         return 1
     layers = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
-    return min(_cores(), jobs, _memory_for_workers()) if layers >= PARALLEL_MIN_LAYERS else 1
+    return min(cores(), jobs, _memory_for_workers()) if layers >= PARALLEL_MIN_LAYERS else 1
 
 
 WORKER_MEMORY = 5 << 30   # bytes a worker may take at its peak (measured: 4.6 GB, EfficientNet-Lite0 int8)

@@ -10,7 +10,6 @@ import concurrent.futures
 import contextlib
 import io
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from ..artifact import IOSpec
-from . import register
+from . import cores, register
 
 COMPUTE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
@@ -106,7 +105,7 @@ def _session(model, outputs: list[str] | None = None):
 def _map(fn, items: list) -> list:
     """``[fn(item) for item in items]``, on as many threads as this process may use cores
     (ONNX Runtime and numpy let go of the GIL while they compute)."""
-    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = cores()
     if workers < 2 or len(items) < 2:
         return [fn(i) for i in items]
     with concurrent.futures.ThreadPoolExecutor(min(workers, len(items))) as pool:
