@@ -1,7 +1,9 @@
 """Shared fixtures: a real sshd on 127.0.0.1 with its own keys, the emulated arm64 device,
-and a small exported artifact of the `tiny` model."""
+a small exported artifact of the `tiny` model, and a run folder of `edgeconv run` on tiny and
+its twin trained on digits."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -161,3 +163,51 @@ def tiny_artifact(tmp_path_factory):
                  calib_info=calib.describe())
     assert not art.errors, art.errors
     return art.path
+
+
+DIGITS_RUN = """
+[model]
+model = "tiny"
+[train]
+train_epochs = 4
+[export]
+formats = ["onnx", "tflite", "executorch"]
+[bench]
+devices = ["local"]
+warmup = 2
+min_runs = 10
+min_seconds = 0.5
+"""
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """`edgeconv run` of tiny and its twin (trained on digits for 4 epochs, exported to every
+    format, checked, benched), made the hard way: killed (SIGKILL) once its bench stage has
+    written two records, then run again to the end. Returns the folder, what the kill left
+    (run.json, record count, mtimes of a checkpoint and an export) and the second run's output.
+    Readers that write into it work on a copy."""
+    from click.testing import CliRunner
+
+    from edgeconv.cli import main
+    d = tmp_path_factory.mktemp("run")
+    cfg = d / "fast.toml"
+    cfg.write_text(DIGITS_RUN)
+    out = d / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgeconv", "run", str(cfg), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    results = out / "results.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (results.exists() and results.read_text().count("\n") >= 2):
+        assert proc.poll() is None, "the run ended before the bench stage"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = {"state": json.loads((out / "run.json").read_text()),
+              "records": len([line for line in results.read_text().splitlines() if line.strip()]),
+              "mtimes": {p: (out / p).stat().st_mtime for p in ("checkpoints/model.pt",
+                                                               "artifacts/model/model_int8.onnx")}}
+    res = CliRunner().invoke(main, ["run", str(cfg), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out, killed, res.output

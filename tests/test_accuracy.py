@@ -15,10 +15,8 @@ from edgeconv.accuracy import check, check_artifact, eval_data, paired_delta, ru
 from edgeconv.data import load_data
 from edgeconv.artifact import Artifact, sha256
 from edgeconv.exporters import export
-from edgeconv.train import TrainConfig, train
-from edgeconv.zoo import create_model
+from edgeconv.zoo import create_model, load_weights
 
-TRAIN_EPOCHS = 4          # enough for the asserted accuracy, measured with margin (see README/report)
 MIN_FP32_TOP1 = 0.90      # measured ~0.97-0.99 for both after 4 epochs
 MAX_INT8_DROP_POINTS = 1.0
 MIN_AGREEMENT = 0.97
@@ -56,15 +54,19 @@ def test_topk_correct():
 
 # ---------------------------------------------------------------- the digits pair
 @pytest.fixture(scope="module")
-def digits_pair(tmp_path_factory):
-    """tiny and its twin trained on digits, exported to every format, checked on the held-out 500."""
+def digits_pair(digits_run, tmp_path_factory):
+    """tiny and its twin trained on digits and exported to every format by `edgeconv run`
+    (conftest's digits_run, 4 epochs): the models from their checkpoints, copies of their
+    exports (the tests here write into them), checked on the held-out 500."""
+    run_dir = digits_run[0]
     out = {}
-    for twin in (False, True):
-        root = tmp_path_factory.mktemp("twin" if twin else "model")
+    for twin, side in ((False, "model"), (True, "twin")):
         model = create_model("tiny", twin=twin)
-        metrics = train(model, config=TrainConfig(epochs=TRAIN_EPOCHS), out=root / "ckpt.pt", log=None)
-        calib = load_data("digits", input_shape=model.input_shape, preprocess=model.spec.preprocess, calib_count=64)
-        art = export(model, calib=calib.x, out=root / "art", calib_info=calib.describe())
+        load_weights(model, run_dir / "checkpoints" / f"{side}.pt")
+        metrics = json.loads((run_dir / "checkpoints" / f"{side}.json").read_text())
+        copy = tmp_path_factory.mktemp(side) / "art"
+        shutil.copytree(run_dir / "artifacts" / side, copy)
+        art = Artifact.load(copy)
         ev = eval_data(art, "digits")
         out[twin] = (model, metrics, art, ev, check(art.path, "digits", max_drop=MAX_INT8_DROP_POINTS))
     return out

@@ -16,52 +16,10 @@ from edgeconv.cli import main
 from edgeconv.artifact import FORMATS, PRECISIONS
 from edgeconv.pipeline import STAGES, RunConfig
 
-FAST = """
-[model]
-model = "tiny"
-[train]
-train_epochs = 3
-[export]
-formats = ["onnx", "tflite", "executorch"]
-[bench]
-devices = ["local"]
-warmup = 2
-min_runs = 10
-min_seconds = 0.5
-"""
-
 
 @pytest.fixture(scope="module")
-def killed_then_resumed(tmp_path_factory):
-    """One run folder made the hard way: `edgeconv run` killed (SIGKILL) once its bench stage
-    has written two records, then run again to the end. What the test of the resume needs is
-    kept beside the folder, which the other tests read as a finished run."""
-    d = tmp_path_factory.mktemp("run")
-    cfg = d / "fast.toml"
-    cfg.write_text(FAST)
-    out = d / "run"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "edgeconv", "run", str(cfg), "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-    results = out / "results.jsonl"
-    deadline = time.time() + 600
-    while time.time() < deadline and not (results.exists() and results.read_text().count("\n") >= 2):
-        assert proc.poll() is None, "the run ended before the bench stage"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed = {"state": json.loads((out / "run.json").read_text()),
-              "records": len([line for line in results.read_text().splitlines() if line.strip()]),
-              "mtimes": {p: (out / p).stat().st_mtime for p in ("checkpoints/model.pt",
-                                                               "artifacts/model/model_int8.onnx")}}
-    res = CliRunner().invoke(main, ["run", str(cfg), "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    return out, killed, res.output
-
-
-@pytest.fixture(scope="module")
-def finished_run(killed_then_resumed):
-    return killed_then_resumed[0]
+def finished_run(digits_run):
+    return digits_run[0]
 
 
 def test_every_stage_recorded_and_consistent(finished_run):
@@ -136,8 +94,8 @@ def test_report_in_headless_chromium(finished_run):
         driver.quit()
 
 
-def test_kill_during_bench_then_resume(killed_then_resumed):
-    out, killed, output = killed_then_resumed
+def test_kill_during_bench_then_resume(digits_run):
+    out, killed, output = digits_run
     assert killed["state"]["stages"]["bench"]["status"] == "running"
     assert killed["state"]["stages"]["export"]["status"] == "done"
     total = 2 * len(FORMATS) * len(PRECISIONS)
