@@ -199,8 +199,11 @@ def digits_run(tmp_path_factory):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     results = out / "results.jsonl"
     deadline = time.time() + 600
-    while time.time() < deadline and not (results.exists() and results.read_text().count("\n") >= 2):
+    while not (results.exists() and results.read_text().count("\n") >= 2):
         assert proc.poll() is None, "the run ended before the bench stage"
+        if time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("the run wrote no two bench records in 600 s")
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
