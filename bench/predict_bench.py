@@ -45,31 +45,19 @@ assert all(w in WIDTHS and s in SIZES for cs in HELD_OUT.values() for w, s in cs
 assert not FIT & {c for cs in HELD_OUT.values() for c in cs}
 
 
-def fit_check(predictor, records: list[dict]) -> list[dict]:
+def fit_check(predictor) -> list[dict]:
     """Every profiled whole model against the sum of its own measured blocks, and what the
     whole-model plane makes of those measured blocks: the plane's error with no block-model
     error in it, and a whole record timed in a slow moment shows as an outlier here."""
-    import numpy as np
-
-    from edgeconv.benchmark import latest, record_stats
-    from edgeconv.profiling import PEAK
-    groups = {}
-    for r in latest(records).values():
-        if (r.get("status") == "ok" and r.get("runtime") == predictor.runtime and r.get("precision") == predictor.precision
-                and r["arch"]["side"] != "peak"):
-            groups.setdefault((Path(r["artifact"]).parent.parent.name, r["arch"]["side"]), []).append(r)
     rows = []
-    for (config, side), rs in sorted(groups.items()):
-        blocks = [r for r in rs if r["arch"]["block"] not in (None, PEAK)]
-        whole = [r for r in rs if r["arch"]["block"] is None]
-        if not whole or not blocks:
+    for (_, side, folder), m in sorted(predictor.profiled.items(), key=lambda km: (Path(km[0][2]).name, km[0][1])):
+        if m["whole_ms"] is None or not m["blocks"]:
             continue
-        ms = np.array([record_stats(r)["p50"] for r in blocks])
-        w = record_stats(whole[0])["p50"]
-        plane = predictor.total_ms(ms, [r["arch"] for r in blocks])
-        rows.append({"config": config, "side": side, "whole_ms": w, "sum_of_blocks_ms": float(ms.sum()),
-                     "whole_over_sum": w / float(ms.sum()), "plane_from_measured_blocks_ms": plane,
-                     "plane_error": plane / w - 1, "whole_timestamp": whole[0]["timestamp"]})
+        ms, feats = [t for t, _ in m["blocks"]], [f for _, f in m["blocks"]]
+        w, plane = m["whole_ms"], predictor.total_ms(ms, feats)
+        rows.append({"config": Path(folder).name, "side": side, "whole_ms": w, "sum_of_blocks_ms": sum(ms),
+                     "whole_over_sum": w / sum(ms), "plane_from_measured_blocks_ms": plane,
+                     "plane_error": plane / w - 1, "whole_timestamp": m["whole_timestamp"]})
     return rows
 
 
@@ -181,7 +169,7 @@ def main() -> int:
             "median_round_spread": float(np.median([r["round_spread"] for r in rows if r["round_spread"] is not None]
                                                    or [np.nan])),
             "incomplete_rounds": sum(len(r["rounds_ms"]) < a.rounds for r in rows),
-            "fit_check": fit_check(predictor, records),
+            "fit_check": fit_check(predictor),
             "block_records": predictor.blocks, "whole_fit": predictor.whole_fit, "fit_seconds": round(fit_s),
             "rows": rows}
         r = out["results"][f"{runtime}/{precision}"]

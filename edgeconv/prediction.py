@@ -84,26 +84,31 @@ class Predictor:
         self.model = BlockModel(self._known([r["arch"] for r in blocks]),
                                 np.array([record_stats(r)["p50"] for r in blocks]))
         self.blocks = len(blocks)
+        # the profiled models, (model, side, folder): the whole model's p50 and its blocks' (p50, features)
+        self.profiled = {}
+        for r in recs:
+            if r["arch"]["block"] == PEAK:
+                continue
+            m = self.profiled.setdefault((r.get("model"), r["arch"]["side"], r.get("artifact", "").rsplit("/", 2)[0]),
+                                         {"whole_ms": None, "whole_timestamp": None, "blocks": []})
+            if r["arch"]["block"] is None:
+                m.update(whole_ms=record_stats(r)["p50"], whole_timestamp=r.get("timestamp"))
+            else:
+                m["blocks"].append((record_stats(r)["p50"], r["arch"]))
         # whole model = a * (sum of its blocks') - c * (blocks) - d * (boundary elements) + b on the
         # profiled models, fitted for relative error (see the module docstring)
-        sums, counts, elems, wholes = {}, {}, {}, {}
-        for r in recs:
-            key = (r.get("model"), r["arch"]["side"], r.get("artifact", "").rsplit("/", 2)[0])
-            if r["arch"]["block"] is None:
-                wholes[key] = record_stats(r)["p50"]
-            elif r["arch"]["block"] != PEAK:
-                sums[key] = sums.get(key, 0.0) + record_stats(r)["p50"]
-                counts[key] = counts.get(key, 0) + 1
-                elems[key] = elems.get(key, 0.0) + _io_elems(r["arch"])
-        keys = [k for k in wholes if k in sums]
-        s, n, e, w = (np.array([d[k] for k in keys], float) for d in (sums, counts, elems, wholes))
+        models = [m for m in self.profiled.values() if m["whole_ms"] is not None and m["blocks"]]
+        s = np.array([sum(t for t, _ in m["blocks"]) for m in models], float)
+        n = np.array([len(m["blocks"]) for m in models], float)
+        e = np.array([sum(_io_elems(f) for _, f in m["blocks"]) for m in models], float)
+        w = np.array([m["whole_ms"] for m in models], float)
         a, c, d, b = 1.0, 0.0, 0.0, 0.0
-        if len(keys) >= 5:
+        if len(models) >= 5:
             (a, c, d, b), *_ = np.linalg.lstsq(np.stack([s, -n, -e, np.ones_like(s)], 1) / w[:, None],
                                                np.ones_like(w), rcond=None)
-        elif keys:
+        elif models:
             b = float(np.median(w - s))
-        self.whole_fit = {"a": float(a), "c": float(c), "d": float(d), "b": float(b), "models": len(keys)}
+        self.whole_fit = {"a": float(a), "c": float(c), "d": float(d), "b": float(b), "models": len(models)}
 
     def _known(self, feats: list[dict]) -> list[dict]:
         return [{**f, **{k: 0 for k in self.unrecorded}} for f in feats] if self.unrecorded else feats
