@@ -2,19 +2,21 @@
 
 Fit: the per-block profiles (`edgeconv.profiling.plan_profile`, model and twin blocks) of the
 zoo models at six (width, input size) configurations (the grid's diagonal, one corner and two
-points near the others, off the held-out grid), and
-nothing else the results file holds. Held out: the same zoo models at seven other (width,
-input size) points each of the grid of width multipliers 0.35-1.0 x input sizes 96-224, each
-exported whole and timed with the usual method, in --rounds rounds: one before the profiles
-are timed and the rest after them. The predictor fits absolute times, and a shared VM's speed
-moves by tens of percent within an hour, so a held-out model's measured latency is the median
-of its rounds, and how far its rounds lie apart is reported beside the errors: a prediction
-cannot be shown to be within +-10% of a measurement that does not repeat to +-10%.
+points near the others, off the held-out grid), and nothing else the results file holds.
+Held out: the same zoo models at seven other (width, input size) points each of the grid of
+width multipliers 0.35-1.0 x input sizes 96-224, each exported whole and timed with the usual
+method. A shared VM's speed moves by tens of percent within minutes, and the predictor fits
+absolute times, so the timing runs in --rounds rounds, each in random order: every profiled and
+held-out whole model once per round, and a share of the block micro-models (each block once in
+all). A drift of the machine's speed then falls on fit and held-out alike; a whole model counts
+with the median of its rounds (as `edgeconv predict` takes the median of a file timed more than
+once), and how far its rounds lie apart is reported beside the errors: a prediction cannot be
+shown to be within +-10% of a measurement that does not repeat to +-10%.
 Reported per (runtime, precision): the share of held-out models whose predicted latency is
 within +-10% of the measured p50, the median and worst error, and the share whose rounds all
 lie within +-10% of their median. Everything runs on this host, 1 thread, pinned to one core;
-exports and profile records resume, so an interrupted run continues where it stopped (the
-held-out rounds are timed again). Writes bench/results/predict.json.
+exports and records resume, so an interrupted run continues with the round it stopped in.
+Writes bench/results/predict.json.
 
     python bench/predict_bench.py [--runtimes onnxruntime,litert] [--precisions fp32,int8] [--rounds 3] [--work DIR]
 """
@@ -24,6 +26,7 @@ import argparse
 import itertools
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -68,7 +71,8 @@ def main() -> int:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--work", default=str(Path.home() / ".cache" / "edgeconv" / "predict_bench"))
     p.add_argument("--min-seconds", type=float, default=1.0)
-    p.add_argument("--rounds", type=int, default=3, help="times each held-out model is timed (median kept)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="times each whole model is timed, in random order with a share of the blocks (median kept)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "predict.json"))
     p.add_argument("--export-only", action="store_true",
                    help="export every micro-model and held-out model, time nothing (a later run times them)")
@@ -82,7 +86,7 @@ def main() -> int:
 
     from bench_device.agent import device_facts
     from edgeconv.artifact import format_of
-    from edgeconv.benchmark import Job, ResultsFile, TimingConfig, record_stats, run_jobs
+    from edgeconv.benchmark import Job, ResultsFile, TimingConfig, record_stats, repeated, run_jobs, run_key
     from edgeconv.data import calibration
     from edgeconv.device.inventory import get_device
     from edgeconv.exporters import export
@@ -99,6 +103,9 @@ def main() -> int:
     held = {m: HELD_OUT[m] for m in models}
     out = {"host": device_facts(), "load_average_before": os.getloadavg(), "fit_configs": sorted(FIT),
            "held_out": {m: [list(c) for c in cs] for m, cs in held.items()}, "results": {}}
+
+    def key(j):
+        return run_key(j.entry.sha256, j.runtime, dev.name, j.threads, j.block)
 
     def held_export(m, w, s, fmt, precision):
         net = create_model(m, width=w, input_size=s)
@@ -123,42 +130,42 @@ def main() -> int:
         if a.export_only:
             print(f"{runtime} {precision}: exported in {time.time() - t0:.0f} s", flush=True)
             continue
-        rounds = {k: [] for k in held_jobs}
-
-        def time_held():
-            # forced: every round is a new record of each file
-            recs = {r["sha256"]: r for r in run_jobs([j for _, j in held_jobs.values()], [dev], rf, cfg, force=True)}
-            for k, (_, j) in held_jobs.items():
-                if recs.get(j.entry.sha256, {}).get("status") == "ok":
-                    rounds[k].append(record_stats(recs[j.entry.sha256])["p50"])
-
-        time_held()
-        run_jobs(jobs, [dev], rf, cfg)
+        # the rounds: in each, every whole model (profiled and held out) timed once more and a share
+        # of the blocks timed once, all in random order; a round an interruption cut short resumes
+        wholes = [j for j in jobs if j.block is None] + [j for _, j in held_jobs.values()]
+        blocks = [j for j in jobs if j.block is not None]
+        random.Random(0).shuffle(blocks)
+        for i in range(a.rounds):
+            timed = repeated(rf.records())
+            todo = [j for j in blocks[i::a.rounds] if key(j) not in timed]
+            todo += [j for j in wholes if len(timed.get(key(j), ())) <= i]
+            random.Random(i + 1).shuffle(todo)
+            print(f"{runtime} {precision}: round {i + 1} of {a.rounds}, {len(todo)} files", flush=True)
+            run_jobs(todo, [dev], rf, cfg, force=True)
         fit_s = time.time() - t0
-        for _ in range(a.rounds - 1):
-            time_held()
         # the records of this plan only, with the blocks' features as this version computes them
         # (a record keeps those of its first timing)
         arch = {(j.entry.sha256, j.block): j.artifact.manifest.arch for j in jobs}
         records = [{**r, "arch": arch[(r.get("sha256"), r.get("block"))]} for r in rf.records()
                    if (r.get("sha256"), r.get("block")) in arch]
         predictor = Predictor(records, "local", runtime, precision)
+        timed = repeated(rf.records())
         rows = []
-        for (m, w, s), (net, _) in held_jobs.items():
-            if not rounds[(m, w, s)]:
+        for (m, w, s), (net, j) in held_jobs.items():
+            rounds = [record_stats(r)["p50"] for r in timed.get(key(j), [])]
+            if not rounds:
                 print(f"{runtime} {precision} {m} w{w} s{s}: no round ran (see {rf.path})", flush=True)
                 continue
-            measured = float(np.median(rounds[(m, w, s)]))
+            measured = float(np.median(rounds))
             feats = model_features(net)
             predicted = predictor.total_ms(predictor.block_ms([f for _, f in feats]), [f for _, f in feats])
             # a model some round missed counts as not repeatable
-            spread = max(abs(t / measured - 1) for t in rounds[(m, w, s)]) if len(rounds[(m, w, s)]) == a.rounds \
-                else None
+            spread = max(abs(t / measured - 1) for t in rounds) if len(rounds) >= a.rounds else None
             rows.append({"model": m, "width": w, "input_size": s, "measured_ms": measured,
-                         "rounds_ms": rounds[(m, w, s)], "round_spread": spread,
+                         "rounds_ms": rounds, "round_spread": spread,
                          "predicted_ms": predicted, "error": predicted / measured - 1})
             print(f"{runtime} {precision} {m} w{w} s{s}: measured {measured:.3f} ms (rounds "
-                  f"{', '.join(f'{t:.3f}' for t in rounds[(m, w, s)])}), predicted {predicted:.3f} ms "
+                  f"{', '.join(f'{t:.3f}' for t in rounds)}), predicted {predicted:.3f} ms "
                   f"({100 * rows[-1]['error']:+.1f}%)", flush=True)
         errs = np.abs([r["error"] for r in rows])
         out["results"][f"{runtime}/{precision}"] = {
@@ -170,7 +177,7 @@ def main() -> int:
                                                    or [np.nan])),
             "incomplete_rounds": sum(len(r["rounds_ms"]) < a.rounds for r in rows),
             "fit_check": fit_check(predictor),
-            "block_records": predictor.blocks, "whole_fit": predictor.whole_fit, "fit_seconds": round(fit_s),
+            "block_records": predictor.blocks, "whole_fit": predictor.whole_fit, "timing_seconds": round(fit_s),
             "rows": rows}
         r = out["results"][f"{runtime}/{precision}"]
         print(f"== {runtime} {precision}: {100 * r['within_10pct']:.0f}% of {len(rows)} held-out models within "

@@ -238,6 +238,16 @@ def latest(records: list[dict]) -> dict[tuple, dict]:
     return best
 
 
+def repeated(records: list[dict]) -> dict[tuple, list[dict]]:
+    """Every ok record per (sha256, runtime, device, threads, block), in file order: a file timed
+    more than once (``bench --force``, the rounds of ``bench/predict_bench.py``)."""
+    out: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r.get("status") == "ok":
+            out.setdefault(_key_of(r), []).append(r)
+    return out
+
+
 # -- planning -----------------------------------------------------------------------------------
 @dataclass
 class Job:

@@ -67,34 +67,34 @@ class Predictor:
     """Block latency model of one (device, runtime, precision)."""
 
     def __init__(self, records: list[dict], device: str, runtime: str, precision: str):
-        from .benchmark import latest, record_stats
+        from .benchmark import record_stats, repeated
         from .profiling import PEAK
         self.device, self.runtime, self.precision = device, runtime, precision
-        recs = [r for r in latest(records).values() if r.get("status") == "ok" and r["device"]["name"] == device
-                and r.get("runtime") == runtime and r.get("precision") == precision
-                and isinstance(r.get("arch"), dict) and "side" in r["arch"]]
-        blocks = [r for r in recs if r["arch"]["block"] not in (None, PEAK)]
+        # (newest record, p50) per file; a file timed more than once counts with the median of its p50s
+        recs = [(rs[-1], float(np.median([record_stats(r)["p50"] for r in rs]))) for rs in repeated(records).values()]
+        recs = [(r, t) for r, t in recs if r["device"]["name"] == device and r.get("runtime") == runtime
+                and r.get("precision") == precision and isinstance(r.get("arch"), dict) and "side" in r["arch"]]
+        blocks = [(r, t) for r, t in recs if r["arch"]["block"] not in (None, PEAK)]
         if len(blocks) < 5:
             raise ValueError(f"no profile to predict from for device {device!r}, {runtime} {precision} "
                              f"({len(blocks)} block records); make one first: edgeconv profile MODEL --device "
                              f"{device} --runtime {runtime} --precision {precision} --results FILE")
-        self.emulated = any(r["device"].get("emulated") for r in recs)
+        self.emulated = any(r["device"].get("emulated") for r, _ in recs)
         # a feature some records lack is left out (zero) on both sides of the fit
-        self.unrecorded = {k for k in LATER if any(k not in r["arch"] for r in blocks)}
-        self.model = BlockModel(self._known([r["arch"] for r in blocks]),
-                                np.array([record_stats(r)["p50"] for r in blocks]))
+        self.unrecorded = {k for k in LATER if any(k not in r["arch"] for r, _ in blocks)}
+        self.model = BlockModel(self._known([r["arch"] for r, _ in blocks]), np.array([t for _, t in blocks]))
         self.blocks = len(blocks)
         # the profiled models, (model, side, folder): the whole model's p50 and its blocks' (p50, features)
         self.profiled = {}
-        for r in recs:
+        for r, t in recs:
             if r["arch"]["block"] == PEAK:
                 continue
             m = self.profiled.setdefault((r.get("model"), r["arch"]["side"], r.get("artifact", "").rsplit("/", 2)[0]),
                                          {"whole_ms": None, "whole_timestamp": None, "blocks": []})
             if r["arch"]["block"] is None:
-                m.update(whole_ms=record_stats(r)["p50"], whole_timestamp=r.get("timestamp"))
+                m.update(whole_ms=t, whole_timestamp=r.get("timestamp"))
             else:
-                m["blocks"].append((record_stats(r)["p50"], r["arch"]))
+                m["blocks"].append((t, r["arch"]))
         # whole model = a * (sum of its blocks') - c * (blocks) - d * (boundary elements) + b on the
         # profiled models, fitted for relative error (see the module docstring)
         models = [m for m in self.profiled.values() if m["whole_ms"] is not None and m["blocks"]]

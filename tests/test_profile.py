@@ -73,6 +73,27 @@ def test_predict_from_the_profile(local_profile):
     assert "make one: edgeconv profile" in missing.output
 
 
+def test_predictor_takes_the_median_of_a_file_timed_again(local_profile):
+    """A file timed more than once (bench --force, rounds) counts with the median of its p50s,
+    not with whichever timing came last."""
+    from edgeconv.benchmark import record_stats
+    from edgeconv.prediction import Predictor
+    recs = ResultsFile(local_profile / "results.jsonl").records()
+    whole = next(r for r in recs if r["block"] is None and r["precision"] == "int8" and not r["twin"])
+    m = record_stats(whole)["p50"]
+
+    def again(factor):
+        return {**whole, "samples_ms": [t * factor for t in whole["samples_ms"]]}
+
+    def whole_ms(extra):
+        p = Predictor(recs + extra, "local", "onnxruntime", "int8")
+        return next(v["whole_ms"] for (_, side, _), v in p.profiled.items() if side == "model")
+    assert whole_ms([]) == pytest.approx(m)
+    assert whole_ms([again(3.0), again(3.0)]) == pytest.approx(3 * m)         # two of three timings slower
+    assert whole_ms([again(3.0), again(1 / 3)]) == pytest.approx(m)            # a slow last timing, outvoted
+    assert whole_ms([again(3.0), {**again(1 / 3), "status": "error"}]) == pytest.approx(2 * m)  # failed: not a timing
+
+
 @pytest.mark.arm64
 def test_profile_on_the_emulated_arm64_device(arm64_python, tmp_path):
     """LiteRT int8 micro-models of tiny and its twin, timed on the emulated arm64 CPU."""
