@@ -54,7 +54,7 @@ def fit_check(predictor) -> list[dict]:
     error in it, and a whole record timed in a slow moment shows as an outlier here."""
     rows = []
     for (_, side, folder), m in sorted(predictor.profiled.items(), key=lambda km: (Path(km[0][2]).name, km[0][1])):
-        if m["whole_ms"] is None or not m["blocks"]:
+        if m["whole_ms"] is None or not m["blocks"] or m["missing"]:
             continue
         ms, feats = [t for t, _ in m["blocks"]], [f for _, f in m["blocks"]]
         w, plane = m["whole_ms"], predictor.total_ms(ms, feats)

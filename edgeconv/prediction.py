@@ -10,9 +10,14 @@ of each conv kind, weight and activation elements, layer count, kernel, stride, 
 size; all but the counts in log scale) to the log of measured / line: what the line misses
 (cache fits, kernel choices), bounded to the ratios it saw. The whole model comes from the sum
 of its blocks' and their count, through a plane fitted for relative error on the profiled
-models (whole = a * sum - c * blocks - d * boundary elements + b): the per-model overhead, what
-each micro-model pays and the whole model does not (a call, and moving its input and output in
-and out of the runtime's own layout), and what fusion saves across blocks.
+models (whole = a * sum - c * blocks - d * boundary elements + b + g * cached weights): the
+per-model overhead, what each micro-model pays and the whole model does not (a call, and moving
+its input and output in and out of the runtime's own layout), what fusion saves across blocks,
+and what the whole model pays and the micro-models do not: a micro-model timed over and over
+keeps its weights in cache when they fit, the whole model reads every block's from further out
+(g per MB of the weights of the blocks that fit in a cache of ``cache_mb``, chosen among
+``CACHE_MB`` by leave-one-out on the profiled models; a block too big for it streams its
+weights in its own timing already).
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ FEATURES = ("macs", "macs_standard", "macs_pointwise", "macs_depthwise", "macs_g
             "params", "in_elems", "out_elems", "pad_elems", "in_chs", "out_chs", "in_hw", "out_hw")
 COUNTS = ("layers", "kernel", "stride")
 LATER = ("pad_elems",)   # features profiles made by earlier versions do not record
+WEIGHT_BYTES = {"fp32": 4, "int8": 1}
+CACHE_MB = (0, 0.5, 1, 2, 4, 8, 16, 32)   # the cache sizes (MB) the whole-model plane chooses among
 
 
 def vector(f: dict) -> list[float]:
@@ -84,31 +91,52 @@ class Predictor:
         self.unrecorded = {k for k in LATER if any(k not in r["arch"] for r, _ in blocks)}
         self.model = BlockModel(self._known([r["arch"] for r, _ in blocks]), np.array([t for _, t in blocks]))
         self.blocks = len(blocks)
-        # the profiled models, (model, side, folder): the whole model's p50 and its blocks' (p50, features)
+        # the profiled models, (model, side, folder): the whole model's p50 and its blocks' (p50,
+        # features), the blocks found by the files the whole model's record lists (a block two
+        # profiles share, such as a classifier at the same width, is one file timed once), or in
+        # profiles that list none, by folder
+        timed = {(r.get("sha256"), r.get("block")): (t, r["arch"]) for r, t in blocks}
         self.profiled = {}
         for r, t in recs:
-            if r["arch"]["block"] == PEAK:
-                continue
-            m = self.profiled.setdefault((r.get("model"), r["arch"]["side"], r.get("artifact", "").rsplit("/", 2)[0]),
-                                         {"whole_ms": None, "whole_timestamp": None, "blocks": []})
             if r["arch"]["block"] is None:
-                m.update(whole_ms=t, whole_timestamp=r.get("timestamp"))
-            else:
+                files, side = r["arch"].get("block_files"), r["arch"]["side"]
+                keys = [(sha, f"{side}:{name}") for name, sha in (files or {}).items()]
+                self.profiled[(r.get("model"), side, _folder(r))] = {
+                    "whole_ms": t, "whole_timestamp": r.get("timestamp"), "listed": files is not None,
+                    "blocks": [timed[k] for k in keys if k in timed], "missing": sum(k not in timed for k in keys)}
+        for r, t in blocks:
+            m = self.profiled.setdefault((r.get("model"), r["arch"]["side"], _folder(r)),
+                                         {"whole_ms": None, "listed": False, "blocks": [], "missing": 0})
+            if not m["listed"]:
                 m["blocks"].append((t, r["arch"]))
-        # whole model = a * (sum of its blocks') - c * (blocks) - d * (boundary elements) + b on the
-        # profiled models, fitted for relative error (see the module docstring)
-        models = [m for m in self.profiled.values() if m["whole_ms"] is not None and m["blocks"]]
-        s = np.array([sum(t for t, _ in m["blocks"]) for m in models], float)
-        n = np.array([len(m["blocks"]) for m in models], float)
-        e = np.array([sum(_io_elems(f) for _, f in m["blocks"]) for m in models], float)
+        # whole model = a * (sum of its blocks') - c * (blocks) - d * (boundary elements) + b
+        # + g * (cached weights), on the profiled models, fitted for relative error (module docstring)
+        models = [m for m in self.profiled.values() if m["whole_ms"] is not None and m["blocks"] and not m["missing"]]
         w = np.array([m["whole_ms"] for m in models], float)
-        a, c, d, b = 1.0, 0.0, 0.0, 0.0
-        if len(models) >= 5:
-            (a, c, d, b), *_ = np.linalg.lstsq(np.stack([s, -n, -e, np.ones_like(s)], 1) / w[:, None],
-                                               np.ones_like(w), rcond=None)
+        self.whole_fit = {"a": 1.0, "c": 0.0, "d": 0.0, "b": 0.0, "g": 0.0, "cache_mb": None,
+                          "models": len(models), "loo_median_error": None}
+        if len(models) >= 8:
+            # the cache size: the one whose plane predicts each profiled model best when fitted on the
+            # others, among those where the weights are a cost (g >= 0; none with a cache of 0)
+            fits = []
+            for cache_mb in CACHE_MB:
+                x = np.array([self._plane_terms([t for t, _ in m["blocks"]], [f for _, f in m["blocks"]], cache_mb)
+                              for m in models])
+                coef = _relative_fit(x, w)
+                loo = [abs(x[i] @ _relative_fit(np.delete(x, i, 0), np.delete(w, i)) / w[i] - 1) for i in range(len(w))]
+                if coef[4] >= 0:
+                    fits.append((float(np.median(loo)), cache_mb, coef))
+            loo, cache_mb, (a, c, d, b, g) = min(fits, key=lambda f: f[0])
+            self.whole_fit.update(a=a, c=c, d=d, b=b, g=g, cache_mb=cache_mb, loo_median_error=loo)
         elif models:
-            b = float(np.median(w - s))
-        self.whole_fit = {"a": float(a), "c": float(c), "d": float(d), "b": float(b), "models": len(models)}
+            self.whole_fit["b"] = float(np.median(w - [sum(t for t, _ in m["blocks"]) for m in models]))
+
+    def _plane_terms(self, block_ms, feats: list[dict], cache_mb: float) -> list[float]:
+        """The whole model's plane terms: the sum of its blocks' times, their count, the elements at
+        their boundaries (millions) and the MB of weights of the blocks whose weights fit in ``cache_mb``."""
+        per = WEIGHT_BYTES.get(self.precision, 4) / 2 ** 20
+        small = sum(mb for mb in ((f.get("params") or 0) * per for f in feats) if mb <= cache_mb)
+        return [float(np.sum(block_ms)), -len(feats), -sum(_io_elems(f) for f in feats), 1.0, small]
 
     def _known(self, feats: list[dict]) -> list[dict]:
         return [{**f, **{k: 0 for k in self.unrecorded}} for f in feats] if self.unrecorded else feats
@@ -119,9 +147,20 @@ class Predictor:
     def total_ms(self, block_ms, feats: list[dict]) -> float:
         """The whole model from its blocks' predicted times and their features."""
         f = self.whole_fit
-        e = sum(_io_elems(x) for x in feats)
-        total = f["a"] * float(np.sum(block_ms)) - f["c"] * len(block_ms) - f["d"] * e + f["b"]
+        total = float(np.dot([f["a"], f["c"], f["d"], f["b"], f["g"]],
+                             self._plane_terms(block_ms, feats, f["cache_mb"] or 0.0)))
         return total if total > 0 else float(np.sum(block_ms))
+
+
+def _relative_fit(x: np.ndarray, w: np.ndarray) -> list[float]:
+    """Least squares of x @ coef = w for relative error."""
+    coef, *_ = np.linalg.lstsq(x / w[:, None], np.ones_like(w), rcond=None)
+    return [float(v) for v in coef]
+
+
+def _folder(r: dict) -> str:
+    """The profile folder of a record's micro-model or whole model (out/side/block)."""
+    return r.get("artifact", "").rsplit("/", 2)[0]
 
 
 def _io_elems(f: dict) -> float:

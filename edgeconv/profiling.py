@@ -169,6 +169,10 @@ def plan_profile(model: str, out: str | Path, *, fmt: str, precision: str, calib
                          recipe=_recipe_for(recipe, name), out=out / side / name.replace("/", "_"), force=force,
                          calib_info={"source": f"inputs of {name} ({ds.source})", "count": len(x)})
             arts.append((name, art, f))
+        # the whole model lists its blocks' files: a block two profiles share (a classifier at the same
+        # width) is one file, timed once, and still part of both
+        arts[0][2]["block_files"] = {name: art.files[art.name_of(fmt, precision)].sha256
+                                     for name, art, _ in arts[1:] if art.name_of(fmt, precision)}
         for block, art, f in arts:
             art.manifest.arch = {"block": block, "side": side, **f}
             art.save()

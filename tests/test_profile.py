@@ -94,6 +94,26 @@ def test_predictor_takes_the_median_of_a_file_timed_again(local_profile):
     assert whole_ms([again(3.0), {**again(1 / 3), "status": "error"}]) == pytest.approx(2 * m)  # failed: not a timing
 
 
+def test_predictor_finds_a_models_blocks_by_the_files_it_lists(local_profile):
+    """A block two profiles share (a classifier at the same width) is one file, timed once under
+    the first profile's folder: a second profile's whole model still counts it, by the block
+    files its record lists; a whole model with a listed block never timed is left out of the fit."""
+    from edgeconv.prediction import Predictor
+    recs = [r for r in ResultsFile(local_profile / "results.jsonl").records() if r["precision"] == "int8"]
+    whole = next(r for r in recs if r["block"] is None and not r["twin"])
+    files = whole["arch"]["block_files"]
+    assert sorted(files) == sorted(n for n, _ in create_model("tiny").named_blocks())
+    elsewhere = {**whole, "sha256": "0" * 64, "artifact": "/elsewhere/model/_whole"}
+    p = Predictor(recs + [elsewhere], "local", "onnxruntime", "int8")
+    first, second = (p.profiled[("tiny", "model", f)] for f in (whole["artifact"].rsplit("/", 2)[0], "/elsewhere"))
+    assert len(second["blocks"]) == len(first["blocks"]) == len(files) and not second["missing"]
+    assert sorted(t for t, _ in second["blocks"]) == sorted(t for t, _ in first["blocks"])
+    untimed = {**elsewhere, "arch": {**whole["arch"], "block_files": {**files, "extra": "f" * 64}}}
+    p = Predictor(recs + [untimed], "local", "onnxruntime", "int8")
+    assert p.profiled[("tiny", "model", "/elsewhere")]["missing"] == 1
+    assert p.whole_fit["models"] == 2   # the model and twin profiled, not the one with a block missing
+
+
 @pytest.mark.arm64
 def test_profile_on_the_emulated_arm64_device(arm64_python, tmp_path):
     """LiteRT int8 micro-models of tiny and its twin, timed on the emulated arm64 CPU."""
