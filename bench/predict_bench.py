@@ -7,16 +7,17 @@ Held out: the same zoo models at seven other (width, input size) points each of 
 width multipliers 0.35-1.0 x input sizes 96-224, each exported whole and timed with the usual
 method. A shared VM's speed moves by tens of percent within minutes, and the predictor fits
 absolute times, so the timing runs in --rounds rounds, each in random order: every profiled and
-held-out whole model once per round, and a share of the block micro-models (each block once in
-all). A drift of the machine's speed then falls on fit and held-out alike; a whole model counts
+held-out whole model once per round, and a share of the block micro-models (each block file at
+least once in all). A drift of the machine's speed then falls on fit and held-out alike; a whole model counts
 with the median of its rounds (as `edgeconv predict` takes the median of a file timed more than
 once), and how far its rounds lie apart is reported beside the errors: a prediction cannot be
 shown to be within +-10% of a measurement that does not repeat to +-10%.
 Reported per (runtime, precision): the share of held-out models whose predicted latency is
 within +-10% of the measured p50, the median and worst error, and the share whose rounds all
 lie within +-10% of their median. Everything runs on this host, 1 thread, pinned to one core;
-exports and records resume, so an interrupted run continues with the round it stopped in.
-Writes bench/results/predict.json.
+exports and records resume, so an interrupted run continues with the round it stopped in (and
+a second run into the same --work times nothing again: give it a new one to time afresh).
+Writes bench/results/predict.json, with the time span of the records it used.
 
     python bench/predict_bench.py [--runtimes onnxruntime,litert] [--precisions fp32,int8] [--rounds 3] [--work DIR]
 """
@@ -142,7 +143,6 @@ def main() -> int:
             random.Random(i + 1).shuffle(todo)
             print(f"{runtime} {precision}: round {i + 1} of {a.rounds}, {len(todo)} files", flush=True)
             run_jobs(todo, [dev], rf, cfg, force=True)
-        fit_s = time.time() - t0
         # the records of this plan only, with the blocks' features as this version computes them
         # (a record keeps those of its first timing)
         arch = {(j.entry.sha256, j.block): j.artifact.manifest.arch for j in jobs}
@@ -150,6 +150,7 @@ def main() -> int:
                    if (r.get("sha256"), r.get("block")) in arch]
         predictor = Predictor(records, "local", runtime, precision)
         timed = repeated(rf.records())
+        used = [r["timestamp"] for j in jobs + [j for _, j in held_jobs.values()] for r in timed.get(key(j), [])]
         rows = []
         for (m, w, s), (net, j) in held_jobs.items():
             rounds = [record_stats(r)["p50"] for r in timed.get(key(j), [])]
@@ -177,7 +178,7 @@ def main() -> int:
                                                    or [np.nan])),
             "incomplete_rounds": sum(len(r["rounds_ms"]) < a.rounds for r in rows),
             "fit_check": fit_check(predictor),
-            "block_records": predictor.blocks, "whole_fit": predictor.whole_fit, "timing_seconds": round(fit_s),
+            "block_records": predictor.blocks, "whole_fit": predictor.whole_fit, "timed_from": min(used), "timed_to": max(used),
             "rows": rows}
         r = out["results"][f"{runtime}/{precision}"]
         print(f"== {runtime} {precision}: {100 * r['within_10pct']:.0f}% of {len(rows)} held-out models within "

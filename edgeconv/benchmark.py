@@ -248,6 +248,17 @@ def repeated(records: list[dict]) -> dict[tuple, list[dict]]:
     return out
 
 
+def file_timings(records: list[dict]) -> list[tuple[dict, float | None]]:
+    """Per (sha256, runtime, device, threads, block): the newest ok record and the median p50 of
+    all its ok records, so a file timed more than once counts with the median of its timings
+    (None when none has a p50: a native tool's report without one)."""
+    out = []
+    for rs in repeated(records).values():
+        p50s = [p for p in (record_stats(r)["p50"] for r in rs) if p is not None]
+        out.append((rs[-1], float(np.median(p50s)) if p50s else None))
+    return out
+
+
 # -- planning -----------------------------------------------------------------------------------
 @dataclass
 class Job:

@@ -15,9 +15,10 @@ per-model overhead, what each micro-model pays and the whole model does not (a c
 its input and output in and out of the runtime's own layout), what fusion saves across blocks,
 and what the whole model pays and the micro-models do not: a micro-model timed over and over
 keeps its weights in cache when they fit, the whole model reads every block's from further out
-(g per MB of the weights of the blocks that fit in a cache of ``cache_mb``, chosen among
-``CACHE_MB`` by leave-one-out on the profiled models; a block too big for it streams its
-weights in its own timing already).
+(g per MB of the weights of the blocks that fit in a cache of ``cache_mb``; a block too big for
+it streams its weights in its own timing already). With 8 or more profiled models the cache
+size is the one of ``CACHE_MB`` whose plane predicts each profiled model best when fitted on
+the others, among those with g >= 0 (a cache of 0 is no such term).
 """
 from __future__ import annotations
 
@@ -74,13 +75,13 @@ class Predictor:
     """Block latency model of one (device, runtime, precision)."""
 
     def __init__(self, records: list[dict], device: str, runtime: str, precision: str):
-        from .benchmark import record_stats, repeated
+        from .benchmark import file_timings
         from .profiling import PEAK
         self.device, self.runtime, self.precision = device, runtime, precision
-        # (newest record, p50) per file; a file timed more than once counts with the median of its p50s
-        recs = [(rs[-1], float(np.median([record_stats(r)["p50"] for r in rs]))) for rs in repeated(records).values()]
-        recs = [(r, t) for r, t in recs if r["device"]["name"] == device and r.get("runtime") == runtime
-                and r.get("precision") == precision and isinstance(r.get("arch"), dict) and "side" in r["arch"]]
+        # (newest record, median p50) per file
+        recs = [(r, t) for r, t in file_timings(records) if t is not None and r["device"]["name"] == device
+                and r.get("runtime") == runtime and r.get("precision") == precision and isinstance(r.get("arch"), dict)
+                and "side" in r["arch"]]
         blocks = [(r, t) for r, t in recs if r["arch"]["block"] not in (None, PEAK)]
         if len(blocks) < 5:
             raise ValueError(f"no profile to predict from for device {device!r}, {runtime} {precision} "
@@ -99,7 +100,7 @@ class Predictor:
         self.profiled = {}
         for r, t in recs:
             if r["arch"]["block"] is None:
-                files, side = r["arch"].get("block_files"), r["arch"]["side"]
+                files, side = (r["arch"].get("block_files") or {}).get(r.get("file")), r["arch"]["side"]
                 keys = [(sha, f"{side}:{name}") for name, sha in (files or {}).items()]
                 self.profiled[(r.get("model"), side, _folder(r))] = {
                     "whole_ms": t, "whole_timestamp": r.get("timestamp"), "listed": files is not None,
@@ -113,16 +114,17 @@ class Predictor:
         # + g * (cached weights), on the profiled models, fitted for relative error (module docstring)
         models = [m for m in self.profiled.values() if m["whole_ms"] is not None and m["blocks"] and not m["missing"]]
         w = np.array([m["whole_ms"] for m in models], float)
-        self.whole_fit = {"a": 1.0, "c": 0.0, "d": 0.0, "b": 0.0, "g": 0.0, "cache_mb": None,
-                          "models": len(models), "loo_median_error": None}
-        if len(models) >= 8:
-            # the cache size: the one whose plane predicts each profiled model best when fitted on the
-            # others, among those where the weights are a cost (g >= 0; none with a cache of 0)
+        self.whole_fit = {"a": 1.0, "c": 0.0, "d": 0.0, "b": 0.0, "g": 0.0, "cache_mb": 0, "models": len(models),
+                          "left_out": sum(m["whole_ms"] is not None and m["missing"] > 0 for m in self.profiled.values()),
+                          "loo_median_error": None}
+        if len(models) >= 5:
+            # the cache size (from 8 models): the one whose plane predicts each profiled model best when
+            # fitted on the others, among those where the weights are a cost (g >= 0; a cache of 0: no term)
             fits = []
-            for cache_mb in CACHE_MB:
+            for cache_mb in CACHE_MB if len(models) >= 8 else (0,):
                 x = np.array([self._plane_terms([t for t, _ in m["blocks"]], [f for _, f in m["blocks"]], cache_mb)
-                              for m in models])
-                coef = _relative_fit(x, w)
+                              for m in models])[:, :5 if cache_mb else 4]
+                coef = _relative_fit(x, w) + [0.0] * (5 - x.shape[1])
                 loo = [abs(x[i] @ _relative_fit(np.delete(x, i, 0), np.delete(w, i)) / w[i] - 1) for i in range(len(w))]
                 if coef[4] >= 0:
                     fits.append((float(np.median(loo)), cache_mb, coef))
@@ -147,8 +149,7 @@ class Predictor:
     def total_ms(self, block_ms, feats: list[dict]) -> float:
         """The whole model from its blocks' predicted times and their features."""
         f = self.whole_fit
-        total = float(np.dot([f["a"], f["c"], f["d"], f["b"], f["g"]],
-                             self._plane_terms(block_ms, feats, f["cache_mb"] or 0.0)))
+        total = float(np.dot([f["a"], f["c"], f["d"], f["b"], f["g"]], self._plane_terms(block_ms, feats, f["cache_mb"])))
         return total if total > 0 else float(np.sum(block_ms))
 
 

@@ -169,10 +169,16 @@ def plan_profile(model: str, out: str | Path, *, fmt: str, precision: str, calib
                          recipe=_recipe_for(recipe, name), out=out / side / name.replace("/", "_"), force=force,
                          calib_info={"source": f"inputs of {name} ({ds.source})", "count": len(x)})
             arts.append((name, art, f))
-        # the whole model lists its blocks' files: a block two profiles share (a classifier at the same
-        # width) is one file, timed once, and still part of both
-        arts[0][2]["block_files"] = {name: art.files[art.name_of(fmt, precision)].sha256
-                                     for name, art, _ in arts[1:] if art.name_of(fmt, precision)}
+        # the whole model lists its blocks' files, per file of its own (a folder holds every format
+        # and precision): a block two profiles share (a classifier at the same width) is one file,
+        # timed once, and still part of both
+        whole_file = arts[0][1].name_of(fmt, precision)
+        if whole_file:
+            before = arts[0][1].manifest.arch
+            listed = dict(before.get("block_files") or {}) if isinstance(before, dict) else {}
+            listed[whole_file] = {name: art.files[art.name_of(fmt, precision)].sha256
+                                  for name, art, _ in arts[1:] if art.name_of(fmt, precision)}
+            arts[0][2]["block_files"] = listed
         for block, art, f in arts:
             art.manifest.arch = {"block": block, "side": side, **f}
             art.save()
@@ -251,18 +257,18 @@ def table(records: list[dict], device: str, runtime: str, precision: str, model_
     bytes, model ms, twin ms, latency ratio beside MAC ratio, achieved GMAC/s; the sums of blocks
     against the whole models; the device's peak. Raises naming the profile command to run when
     the records hold no profile for (device, runtime, precision)."""
-    from .benchmark import latest, record_stats
-    recs = [r for r in latest(records).values() if r.get("status") == "ok" and r["device"]["name"] == device
+    from .benchmark import file_timings
+    recs = [(r, t) for r, t in file_timings(records) if r["device"]["name"] == device
             and r.get("runtime") == runtime and r.get("precision") == precision and isinstance(r.get("arch"), dict)
             and "side" in r["arch"] and (model_name is None or r.get("model") == model_name
                                           or r["arch"]["side"] == "peak")]
-    if not any(r["arch"]["side"] != "peak" for r in recs):
+    if not any(r["arch"]["side"] != "peak" for r, _ in recs):
         raise ValueError(f"no profile of {model_name or 'any model'} on {device!r} with {runtime} {precision} in these "
                          f"results; make one: edgeconv profile {model_name or 'MODEL'} --device {device} "
                          f"--runtime {runtime} --precision {precision}")
-    p50 = {(r["arch"]["side"], r["arch"]["block"]): record_stats(r)["p50"] for r in recs}
-    feats = {(r["arch"]["side"], r["arch"]["block"]): r["arch"] for r in recs}
-    emulated = any(r["device"].get("emulated") for r in recs)
+    p50 = {(r["arch"]["side"], r["arch"]["block"]): t for r, t in recs}
+    feats = {(r["arch"]["side"], r["arch"]["block"]): r["arch"] for r, _ in recs}
+    emulated = any(r["device"].get("emulated") for r, _ in recs)
     order = [b for s, b in feats if s == "model" and b is not None]
     rows = []
     for b in order:

@@ -101,17 +101,73 @@ def test_predictor_finds_a_models_blocks_by_the_files_it_lists(local_profile):
     from edgeconv.prediction import Predictor
     recs = [r for r in ResultsFile(local_profile / "results.jsonl").records() if r["precision"] == "int8"]
     whole = next(r for r in recs if r["block"] is None and not r["twin"])
-    files = whole["arch"]["block_files"]
+    # one folder holds both precisions' files, each with its own blocks' files listed
+    assert sorted(whole["arch"]["block_files"]) == ["model_fp32.onnx", "model_int8.onnx"]
+    files = whole["arch"]["block_files"][whole["file"]]
     assert sorted(files) == sorted(n for n, _ in create_model("tiny").named_blocks())
     elsewhere = {**whole, "sha256": "0" * 64, "artifact": "/elsewhere/model/_whole"}
     p = Predictor(recs + [elsewhere], "local", "onnxruntime", "int8")
     first, second = (p.profiled[("tiny", "model", f)] for f in (whole["artifact"].rsplit("/", 2)[0], "/elsewhere"))
     assert len(second["blocks"]) == len(first["blocks"]) == len(files) and not second["missing"]
     assert sorted(t for t, _ in second["blocks"]) == sorted(t for t, _ in first["blocks"])
-    untimed = {**elsewhere, "arch": {**whole["arch"], "block_files": {**files, "extra": "f" * 64}}}
+    untimed = {**elsewhere, "arch": {**whole["arch"], "block_files": {whole["file"]: {**files, "extra": "f" * 64}}}}
     p = Predictor(recs + [untimed], "local", "onnxruntime", "int8")
     assert p.profiled[("tiny", "model", "/elsewhere")]["missing"] == 1
-    assert p.whole_fit["models"] == 2   # the model and twin profiled, not the one with a block missing
+    assert p.whole_fit["models"] == 2 and p.whole_fit["left_out"] == 1   # not the one with a block missing
+
+
+def _synthetic_profiles(models=10, blocks=4, cache_mb=2, g=0.03, seed=0):
+    """Block and whole-model records of ``models`` profiled models whose whole times follow the
+    plane exactly, with a cached-weights term at ``cache_mb`` (int8: a byte per weight)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    recs = []
+
+    def rec(sha, block, arch, ms, artifact, model):
+        return {"sha256": sha, "runtime": "onnxruntime", "precision": "int8", "device": {"name": "local"},
+                "threads": 1, "block": block, "status": "ok", "samples_ms": [ms] * 5, "arch": arch,
+                "artifact": artifact, "file": "model_int8.onnx", "model": model, "timestamp": "2026-12-02T00:00:00+0000"}
+    for m in range(models):
+        files, times, small, elems = {}, [], 0.0, 0.0
+        for b in range(blocks):
+            params, macs, io = int(rng.uniform(0.1, 4) * 2 ** 20), int(rng.uniform(1e6, 5e7)), int(rng.uniform(1e4, 1e6))
+            arch = {"block": f"b{b}", "side": "model", "macs": macs, "macs_pointwise": macs, "params": params,
+                    "in_elems": io, "out_elems": io, "pad_elems": 0, "layers": 1, "kernel": 1, "stride": 1,
+                    "in_chs": 64, "out_chs": 64, "in_hw": 14, "out_hw": 14}
+            t = 0.02 + macs / 2e8 + params / 4e8
+            sha = f"{m:03d}{b:03d}".ljust(64, "a")
+            recs.append(rec(sha, f"model:b{b}", arch, t, f"/p/m{m}/model/b{b}", f"m{m}"))
+            files[f"b{b}"] = sha
+            times.append(t)
+            small += params / 2 ** 20 if params / 2 ** 20 <= cache_mb else 0.0
+            elems += 2 * io / 1e6
+        whole = 0.9 * sum(times) - 0.004 * blocks - 0.05 * elems + 0.08 + g * small
+        recs.append(rec(f"{m:03d}".ljust(64, "b"), None, {"block": None, "side": "model", "block_files": {
+            "model_int8.onnx": files}}, whole, f"/p/m{m}/model/_whole", f"m{m}"))
+    return recs
+
+
+def test_predictor_plane_finds_the_cached_weights_term():
+    """On records whose whole times follow the plane with a 2 MB cached-weights term, leave-one-out
+    picks that cache size and the fit returns its coefficients; the same by folder for profiles
+    made before whole models listed their blocks' files; a record of another device whose native
+    report has no p50 is ignored, not a crash; a negative weights term is never chosen."""
+    from edgeconv.prediction import CACHE_MB, Predictor
+    recs = _synthetic_profiles()
+    p = Predictor(recs, "local", "onnxruntime", "int8")
+    f = p.whole_fit
+    assert f["models"] == 10 and f["left_out"] == 0 and 2 in CACHE_MB
+    assert f["cache_mb"] == 2 and f["g"] == pytest.approx(0.03, rel=1e-6) and f["a"] == pytest.approx(0.9, rel=1e-6)
+    assert f["loo_median_error"] < 1e-6
+    json.dumps(f)
+    for m in p.profiled.values():   # the plane on each model's measured blocks gives back its whole time
+        assert p.total_ms([t for t, _ in m["blocks"]], [a for _, a in m["blocks"]]) == pytest.approx(m["whole_ms"])
+    older = [{**r, "arch": {k: v for k, v in r["arch"].items() if k != "block_files"}} for r in recs]
+    other = {**recs[0], "device": {"name": "pi5"}, "samples_ms": None, "reported": {"avg_ms": 1.0}}
+    q = Predictor(older + [other], "local", "onnxruntime", "int8")
+    assert q.whole_fit == pytest.approx(f)
+    # weights that would make the whole model faster are not a cost: that plane is not chosen
+    assert Predictor(_synthetic_profiles(g=-0.03), "local", "onnxruntime", "int8").whole_fit["g"] >= 0
 
 
 @pytest.mark.arm64
