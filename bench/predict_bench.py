@@ -145,11 +145,12 @@ def main() -> int:
             run_jobs(todo, [dev], rf, cfg, force=True)
         # the records of this plan only, with the blocks' features as this version computes them
         # (a record keeps those of its first timing)
+        timed_records = rf.records()
         arch = {(j.entry.sha256, j.block): j.artifact.manifest.arch for j in jobs}
-        records = [{**r, "arch": arch[(r.get("sha256"), r.get("block"))]} for r in rf.records()
+        records = [{**r, "arch": arch[(r.get("sha256"), r.get("block"))]} for r in timed_records
                    if (r.get("sha256"), r.get("block")) in arch]
         predictor = Predictor(records, "local", runtime, precision)
-        timed = repeated(rf.records())
+        timed = repeated(timed_records)
         used = [r["timestamp"] for j in jobs + [j for _, j in held_jobs.values()] for r in timed.get(key(j), [])]
         rows = []
         for (m, w, s), (net, j) in held_jobs.items():

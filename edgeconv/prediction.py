@@ -30,7 +30,6 @@ FEATURES = ("macs", "macs_standard", "macs_pointwise", "macs_depthwise", "macs_g
             "params", "in_elems", "out_elems", "pad_elems", "in_chs", "out_chs", "in_hw", "out_hw")
 COUNTS = ("layers", "kernel", "stride")
 LATER = ("pad_elems",)   # features profiles made by earlier versions do not record
-WEIGHT_BYTES = {"fp32": 4, "int8": 1}
 CACHE_MB = (0, 0.5, 1, 2, 4, 8, 16, 32)   # the cache sizes (MB) the whole-model plane chooses among
 
 
@@ -136,8 +135,9 @@ class Predictor:
     def _plane_terms(self, block_ms, feats: list[dict], cache_mb: float) -> list[float]:
         """The whole model's plane terms: the sum of its blocks' times, their count, the elements at
         their boundaries (millions) and the MB of weights of the blocks whose weights fit in ``cache_mb``."""
-        per = WEIGHT_BYTES.get(self.precision, 4) / 2 ** 20
-        small = sum(mb for mb in ((f.get("params") or 0) * per for f in feats) if mb <= cache_mb)
+        from .profiling import block_bytes
+        small = sum(mb for mb in (block_bytes(f, self.precision)["weight_bytes"] / 2 ** 20 for f in feats)
+                    if mb <= cache_mb)
         return [float(np.sum(block_ms)), -len(feats), -sum(_io_elems(f) for f in feats), 1.0, small]
 
     def _known(self, feats: list[dict]) -> list[dict]:
