@@ -8,6 +8,7 @@ a folder of its own with a copy of it where it needs one."""
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -438,3 +439,26 @@ def test_the_table_is_large_and_covers_every_class():
     for kind in ("run", "export", "calib", "class", "check", "manifest", "swapped", "interrupted", "results",
                  "inventory", "device", "locked", "bench", "verify"):
         assert kind in prefixes, kind
+
+
+def _commands(group, path=()):
+    for name, cmd in group.commands.items():
+        yield (*path, name), cmd
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, (*path, name))
+
+
+def test_every_help_renders_as_paragraphs():
+    """`--help` of every command exits 0 and its text wraps as prose: no paragraph (but the
+    verbatim ones click marks with \\b) keeps its source indentation, which click would fold into
+    runs of spaces mid-sentence."""
+    runner = CliRunner()
+    cmds = list(_commands(main))
+    assert len(cmds) >= 10
+    for path, cmd in cmds:
+        res = runner.invoke(main, [*path, "--help"])
+        assert res.exit_code == 0, (path, res.output)
+        assert "Usage:" in res.output
+        for para in inspect.cleandoc(cmd.help or "").split("\n\n"):
+            if not para.startswith("\b"):
+                assert not any(line.startswith(" ") for line in para.splitlines()), (path, para)

@@ -3,6 +3,7 @@ option parsers. Each stage's commands live in a module of their own and call one
 function each."""
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import threading
@@ -166,6 +167,13 @@ def model_options(f):
 
 MODEL_HELP = ("MODEL is a zoo name (`edgeconv models`), a model card or spec .toml, or a source given "
               "directly: pkg.module:callable, file.py:callable or model.pt2 (with --input-size).")
+
+
+def with_model_help(cmd: click.Command) -> click.Command:
+    """``cmd`` with MODEL_HELP after its own help (dedented first: click dedents a help text
+    only as a whole, and MODEL_HELP's lines start at column 0)."""
+    cmd.help = inspect.cleandoc(cmd.help or "") + "\n\n" + MODEL_HELP
+    return cmd
 
 
 def build_model(model, twin=False, weights=None, pretrained=False, width=None, input_size=None):

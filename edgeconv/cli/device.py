@@ -10,8 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..artifact import FORMATS, PRECISIONS, RUNTIMES
-from .common import (MODEL_HELP, Progress, console, csv_option, err_console, fmt, int_list, inventory_option,
-                     positive, timing_options)
+from .common import (Progress, console, csv_option, err_console, fmt, int_list, inventory_option, positive,
+                     timing_options, with_model_help)
 
 
 def print_records(records: list[dict]) -> None:
@@ -266,5 +266,5 @@ def compare(model, devices, inventory, weights, input_size, calib, class_index, 
         sys.exit(1)
 
 
-compare.help += "\n\n" + MODEL_HELP
+with_model_help(compare)
 COMMANDS = [device, bench_cmd, compare]

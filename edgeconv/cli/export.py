@@ -11,7 +11,7 @@ from rich.table import Table
 from ..artifact import FORMATS, PRECISIONS
 from ..cost import human
 from ..exporters import PARALLEL_MIN_LAYERS
-from .common import MODEL_HELP, Progress, console, csv_option, err_console, model_options, positive
+from .common import Progress, console, csv_option, err_console, model_options, positive, with_model_help
 
 
 @click.command()
@@ -106,7 +106,7 @@ def export(model, twin, weights, pretrained, width, input_size, formats, precisi
         sys.exit(1)
 
 
-export.help += "\n\n" + MODEL_HELP
+with_model_help(export)
 
 
 def print_artifact(art):

@@ -7,7 +7,7 @@ import click
 from rich.table import Table
 
 from ..cost import human
-from .common import MODEL_HELP, console
+from .common import console, with_model_help
 
 
 @click.command()
@@ -83,5 +83,5 @@ def info(model, twin, width, input_size, as_json):
     console.print(totals)
 
 
-info.help = (info.help or "") + "\n\n" + MODEL_HELP
+with_model_help(info)
 COMMANDS = [models, info]

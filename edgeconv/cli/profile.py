@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ..artifact import PRECISIONS, RUNTIMES
 from ..cost import human
-from .common import MODEL_HELP, Progress, console, err_console, fmt, inventory_option, positive, timing_options
+from .common import Progress, console, err_console, fmt, inventory_option, positive, timing_options, with_model_help
 
 
 def print_profile(t: dict) -> None:
@@ -86,7 +86,7 @@ def profile(model, device, inventory, runtime, precision, results, out, calib, c
                       highlight=False)
 
 
-profile.help += "\n\n" + MODEL_HELP
+with_model_help(profile)
 
 
 @click.command()
