@@ -58,7 +58,7 @@ def fit_check(predictor) -> list[dict]:
         if m["whole_ms"] is None or not m["blocks"] or m["missing"]:
             continue
         ms, feats = [t for t, _ in m["blocks"]], [f for _, f in m["blocks"]]
-        w, plane = m["whole_ms"], predictor.total_ms(ms, feats)
+        w, plane = m["whole_ms"], predictor.total_ms(ms, feats, side)
         rows.append({"config": Path(folder).name, "side": side, "whole_ms": w, "sum_of_blocks_ms": sum(ms),
                      "whole_over_sum": w / sum(ms), "plane_from_measured_blocks_ms": plane,
                      "plane_error": plane / w - 1, "whole_timestamp": m["whole_timestamp"]})
@@ -179,7 +179,7 @@ def main() -> int:
                                                    or [np.nan])),
             "incomplete_rounds": sum(len(r["rounds_ms"]) < a.rounds for r in rows),
             "fit_check": fit_check(predictor),
-            "block_records": predictor.blocks, "whole_fit": predictor.whole_fit, "timed_from": min(used), "timed_to": max(used),
+            "block_records": predictor.blocks, "whole_fits": predictor.whole_fits, "timed_from": min(used), "timed_to": max(used),
             "rows": rows}
         r = out["results"][f"{runtime}/{precision}"]
         print(f"== {runtime} {precision}: {100 * r['within_10pct']:.0f}% of {len(rows)} held-out models within "

@@ -18,7 +18,10 @@ keeps its weights in cache when they fit, the whole model reads every block's fr
 (g per MB of the weights of the blocks that fit in a cache of ``cache_mb``; a block too big for
 it streams its weights in its own timing already). With 8 or more profiled models the cache
 size is the one of ``CACHE_MB`` whose plane predicts each profiled model best when fitted on
-the others, among those with g >= 0 (a cache of 0 is no such term).
+the others, among those with g >= 0 (a cache of 0 is no such term). Each side has a plane of
+its own (the depthwise models and their dense twins keep and lose different things between
+blocks: the twins' whole models run 1.0-1.4x their blocks' sum, the models 0.7-1.3x), fitted on
+that side's profiled models once it has ``MIN_PLANE`` of them, else on all.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ FEATURES = ("macs", "macs_standard", "macs_pointwise", "macs_depthwise", "macs_g
 COUNTS = ("layers", "kernel", "stride")
 LATER = ("pad_elems",)   # features profiles made by earlier versions do not record
 CACHE_MB = (0, 0.5, 1, 2, 4, 8, 16, 32)   # the cache sizes (MB) the whole-model plane chooses among
+MIN_PLANE = 5   # profiled models a side needs for a plane of its own
 
 
 def vector(f: dict) -> list[float]:
@@ -110,13 +114,29 @@ class Predictor:
             if not m["listed"]:
                 m["blocks"].append((t, r["arch"]))
         # whole model = a * (sum of its blocks') - c * (blocks) - d * (boundary elements) + b
-        # + g * (cached weights), on the profiled models, fitted for relative error (module docstring)
-        models = [m for m in self.profiled.values() if m["whole_ms"] is not None and m["blocks"] and not m["missing"]]
+        # + g * (cached weights), fitted for relative error on the profiled models of each side
+        # (module docstring)
+        fitted = [(k[1], m) for k, m in self.profiled.items() if m["whole_ms"] is not None and m["blocks"]
+                  and not m["missing"]]
+        left_out = [k[1] for k, m in self.profiled.items() if m["whole_ms"] is not None and m["missing"]]
+        self.pooled_fit = {**self._whole_plane([m for _, m in fitted]), "pooled": True, "left_out": len(left_out)}
+        self.whole_fits = {}
+        for side in sorted({k[1] for k in self.profiled}):
+            mine = [m for s, m in fitted if s == side]
+            self.whole_fits[side] = ({**self._whole_plane(mine), "left_out": left_out.count(side)}
+                                     if len(mine) >= MIN_PLANE else self.pooled_fit)
+
+    def whole_fit(self, side: str = "model") -> dict:
+        """The plane a whole model of ``side`` is predicted with (that of all profiled models for a
+        side with too few of its own)."""
+        return self.whole_fits.get(side, self.pooled_fit)
+
+    def _whole_plane(self, models: list[dict]) -> dict:
+        """The whole-model plane fitted on ``models`` (profiled models with every block timed)."""
         w = np.array([m["whole_ms"] for m in models], float)
-        self.whole_fit = {"a": 1.0, "c": 0.0, "d": 0.0, "b": 0.0, "g": 0.0, "cache_mb": 0, "models": len(models),
-                          "left_out": sum(m["whole_ms"] is not None and m["missing"] > 0 for m in self.profiled.values()),
-                          "loo_median_error": None}
-        if len(models) >= 5:
+        fit = {"a": 1.0, "c": 0.0, "d": 0.0, "b": 0.0, "g": 0.0, "cache_mb": 0, "models": len(models),
+               "loo_median_error": None, "pooled": False}
+        if len(models) >= MIN_PLANE:
             # the cache size (from 8 models): the one whose plane predicts each profiled model best when
             # fitted on the others, among those where the weights are a cost (g >= 0; a cache of 0: no term)
             fits = []
@@ -128,9 +148,10 @@ class Predictor:
                 if coef[4] >= 0:
                     fits.append((float(np.median(loo)), cache_mb, coef))
             loo, cache_mb, (a, c, d, b, g) = min(fits, key=lambda f: f[0])
-            self.whole_fit.update(a=a, c=c, d=d, b=b, g=g, cache_mb=cache_mb, loo_median_error=loo)
+            fit.update(a=a, c=c, d=d, b=b, g=g, cache_mb=cache_mb, loo_median_error=loo)
         elif models:
-            self.whole_fit["b"] = float(np.median(w - [sum(t for t, _ in m["blocks"]) for m in models]))
+            fit["b"] = float(np.median(w - [sum(t for t, _ in m["blocks"]) for m in models]))
+        return fit
 
     def _plane_terms(self, block_ms, feats: list[dict], cache_mb: float) -> list[float]:
         """The whole model's plane terms: the sum of its blocks' times, their count, the elements at
@@ -146,9 +167,10 @@ class Predictor:
     def block_ms(self, feats: list[dict]) -> np.ndarray:
         return self.model.predict(self._known(feats))
 
-    def total_ms(self, block_ms, feats: list[dict]) -> float:
-        """The whole model from its blocks' predicted times and their features."""
-        f = self.whole_fit
+    def total_ms(self, block_ms, feats: list[dict], side: str = "model") -> float:
+        """The whole model (of ``side``: model or twin) from its blocks' predicted times and their
+        features."""
+        f = self.whole_fit(side)
         total = float(np.dot([f["a"], f["c"], f["d"], f["b"], f["g"]], self._plane_terms(block_ms, feats, f["cache_mb"])))
         return total if total > 0 else float(np.sum(block_ms))
 
@@ -202,7 +224,8 @@ def predict(model, device: str, *, runtime: str = "onnxruntime", precision: str 
     net = create_model(model, twin=twin, width=width, input_size=input_size)
     feats = model_features(net, depth)
     ms = p.block_ms([f for _, f in feats])
+    side = "twin" if twin else "model"
     return {"model": net.card.name, "twin": twin, "device": device, "runtime": runtime, "precision": precision,
-            "predicted_ms": p.total_ms(ms, [f for _, f in feats]), "sum_of_blocks_ms": float(np.sum(ms)),
+            "predicted_ms": p.total_ms(ms, [f for _, f in feats], side), "sum_of_blocks_ms": float(np.sum(ms)),
             "blocks": [{"block": n, "macs": f["macs"], "predicted_ms": float(t)} for (n, f), t in zip(feats, ms)],
-            "fit": {"block_records": p.blocks, **p.whole_fit, "emulated": p.emulated}}
+            "fit": {"block_records": p.blocks, **p.whole_fit(side), "emulated": p.emulated}}

@@ -113,12 +113,15 @@ def test_predictor_finds_a_models_blocks_by_the_files_it_lists(local_profile):
     untimed = {**elsewhere, "arch": {**whole["arch"], "block_files": {whole["file"]: {**files, "extra": "f" * 64}}}}
     p = Predictor(recs + [untimed], "local", "onnxruntime", "int8")
     assert p.profiled[("tiny", "model", "/elsewhere")]["missing"] == 1
-    assert p.whole_fit["models"] == 2 and p.whole_fit["left_out"] == 1   # not the one with a block missing
+    # too few for a plane per side: the model side takes the plane of all (its two and the twin),
+    # without the one with a block missing
+    f = p.whole_fit("model")
+    assert f["pooled"] and f["models"] == 2 and f["left_out"] == 1
 
 
-def _synthetic_profiles(models=10, blocks=4, cache_mb=2, g=0.03, seed=0):
-    """Block and whole-model records of ``models`` profiled models whose whole times follow the
-    plane exactly, with a cached-weights term at ``cache_mb`` (int8: a byte per weight)."""
+def _synthetic_profiles(models=10, blocks=4, cache_mb=2, g=0.03, a=0.9, side="model", seed=0):
+    """Block and whole-model records of ``models`` profiled models of ``side`` whose whole times
+    follow the plane exactly, with a cached-weights term at ``cache_mb`` (int8: a byte per weight)."""
     import numpy as np
     rng = np.random.default_rng(seed)
     recs = []
@@ -131,19 +134,19 @@ def _synthetic_profiles(models=10, blocks=4, cache_mb=2, g=0.03, seed=0):
         files, times, small, elems = {}, [], 0.0, 0.0
         for b in range(blocks):
             params, macs, io = int(rng.uniform(0.1, 4) * 2 ** 20), int(rng.uniform(1e6, 5e7)), int(rng.uniform(1e4, 1e6))
-            arch = {"block": f"b{b}", "side": "model", "macs": macs, "macs_pointwise": macs, "params": params,
+            arch = {"block": f"b{b}", "side": side, "macs": macs, "macs_pointwise": macs, "params": params,
                     "in_elems": io, "out_elems": io, "pad_elems": 0, "layers": 1, "kernel": 1, "stride": 1,
                     "in_chs": 64, "out_chs": 64, "in_hw": 14, "out_hw": 14}
             t = 0.02 + macs / 2e8 + params / 4e8
-            sha = f"{m:03d}{b:03d}".ljust(64, "a")
-            recs.append(rec(sha, f"model:b{b}", arch, t, f"/p/m{m}/model/b{b}", f"m{m}"))
+            sha = f"{m:03d}{b:03d}{side}".ljust(64, "a")
+            recs.append(rec(sha, f"{side}:b{b}", arch, t, f"/p/m{m}/{side}/b{b}", f"m{m}"))
             files[f"b{b}"] = sha
             times.append(t)
             small += params / 2 ** 20 if params / 2 ** 20 <= cache_mb else 0.0
             elems += 2 * io / 1e6
-        whole = 0.9 * sum(times) - 0.004 * blocks - 0.05 * elems + 0.08 + g * small
-        recs.append(rec(f"{m:03d}".ljust(64, "b"), None, {"block": None, "side": "model", "block_files": {
-            "model_int8.onnx": files}}, whole, f"/p/m{m}/model/_whole", f"m{m}"))
+        whole = a * sum(times) - 0.004 * blocks - 0.05 * elems + 0.08 + g * small
+        recs.append(rec(f"{m:03d}{side}".ljust(64, "b"), None, {"block": None, "side": side, "block_files": {
+            "model_int8.onnx": files}}, whole, f"/p/m{m}/{side}/_whole", f"m{m}"))
     return recs
 
 
@@ -155,8 +158,8 @@ def test_predictor_plane_finds_the_cached_weights_term():
     from edgeconv.prediction import CACHE_MB, Predictor
     recs = _synthetic_profiles()
     p = Predictor(recs, "local", "onnxruntime", "int8")
-    f = p.whole_fit
-    assert f["models"] == 10 and f["left_out"] == 0 and 2 in CACHE_MB
+    f = p.whole_fit()
+    assert not f["pooled"] and f["models"] == 10 and f["left_out"] == 0 and 2 in CACHE_MB
     assert f["cache_mb"] == 2 and f["g"] == pytest.approx(0.03, rel=1e-6) and f["a"] == pytest.approx(0.9, rel=1e-6)
     assert f["loo_median_error"] < 1e-6
     json.dumps(f)
@@ -165,9 +168,30 @@ def test_predictor_plane_finds_the_cached_weights_term():
     older = [{**r, "arch": {k: v for k, v in r["arch"].items() if k != "block_files"}} for r in recs]
     other = {**recs[0], "device": {"name": "pi5"}, "samples_ms": None, "reported": {"avg_ms": 1.0}}
     q = Predictor(older + [other], "local", "onnxruntime", "int8")
-    assert q.whole_fit == pytest.approx(f)
+    assert q.whole_fit() == pytest.approx(f)
     # weights that would make the whole model faster are not a cost: that plane is not chosen
-    assert Predictor(_synthetic_profiles(g=-0.03), "local", "onnxruntime", "int8").whole_fit["g"] >= 0
+    assert Predictor(_synthetic_profiles(g=-0.03), "local", "onnxruntime", "int8").whole_fit()["g"] >= 0
+
+
+def test_predictor_fits_a_plane_per_side():
+    """Twins whose whole models run 1.3x their blocks' sum beside models at 0.9x: each side's plane
+    gives back its own factor (one plane for both would miss both), `predict --twin` uses the
+    twin's; a side with fewer than MIN_PLANE profiled models takes the plane fitted on all."""
+    from edgeconv.prediction import MIN_PLANE, Predictor
+    model, twin = _synthetic_profiles(g=0.0), _synthetic_profiles(g=0.0, a=1.3, side="twin", seed=1)
+    p = Predictor(model + twin, "local", "onnxruntime", "int8")
+    assert p.whole_fit("model")["a"] == pytest.approx(0.9, rel=1e-6)
+    assert p.whole_fit("twin")["a"] == pytest.approx(1.3, rel=1e-6)
+    assert not p.whole_fit("twin")["pooled"] and p.whole_fit("twin")["models"] == 10
+    for (_, side, _), m in p.profiled.items():
+        assert p.total_ms([t for t, _ in m["blocks"]], [a for _, a in m["blocks"]], side) == pytest.approx(m["whole_ms"])
+    few = [r for r in twin if int(r["model"][1:]) < MIN_PLANE - 1]
+    q = Predictor(model + few, "local", "onnxruntime", "int8")
+    assert q.whole_fit("twin") is q.pooled_fit and q.pooled_fit["models"] == 10 + MIN_PLANE - 1
+    assert q.whole_fit("model")["a"] == pytest.approx(0.9, rel=1e-6)
+    misses = [q.total_ms([t for t, _ in m["blocks"]], [a for _, a in m["blocks"]], "twin") / m["whole_ms"] - 1
+              for (_, side, _), m in q.profiled.items() if side == "twin"]
+    assert max(map(abs, misses)) > 0.05   # the plane of both sides misses the twins
 
 
 @pytest.mark.arm64
