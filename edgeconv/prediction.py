@@ -18,7 +18,8 @@ keeps its weights in cache when they fit, the whole model reads every block's fr
 (g per MB of the weights of the blocks that fit in a cache of ``cache_mb``; a block too big for
 it streams its weights in its own timing already). With 8 or more profiled models the cache
 size is the one of ``CACHE_MB`` whose plane predicts each profiled model best when fitted on
-the others, among those with g >= 0 (a cache of 0 is no such term). Each side has a plane of
+the others (a cache of 0 is no such term). Every coefficient is fitted non-negative: each term
+is a cost or a saving of a known sign. Each side has a plane of
 its own (the depthwise models and their dense twins keep and lose different things between
 blocks: the twins' whole models run 1.0-1.4x their blocks' sum, the models 0.7-1.3x), fitted on
 that side's profiled models once it has ``MIN_PLANE`` of them, else on all.
@@ -138,15 +139,14 @@ class Predictor:
                "loo_median_error": None, "pooled": False}
         if len(models) >= MIN_PLANE:
             # the cache size (from 8 models): the one whose plane predicts each profiled model best when
-            # fitted on the others, among those where the weights are a cost (g >= 0; a cache of 0: no term)
+            # fitted on the others (a cache of 0: no such term)
             fits = []
             for cache_mb in CACHE_MB if len(models) >= 8 else (0,):
                 x = np.array([self._plane_terms([t for t, _ in m["blocks"]], [f for _, f in m["blocks"]], cache_mb)
                               for m in models])[:, :5 if cache_mb else 4]
                 coef = _relative_fit(x, w) + [0.0] * (5 - x.shape[1])
                 loo = [abs(x[i] @ _relative_fit(np.delete(x, i, 0), np.delete(w, i)) / w[i] - 1) for i in range(len(w))]
-                if coef[4] >= 0:
-                    fits.append((float(np.median(loo)), cache_mb, coef))
+                fits.append((float(np.median(loo)), cache_mb, coef))
             loo, cache_mb, (a, c, d, b, g) = min(fits, key=lambda f: f[0])
             fit.update(a=a, c=c, d=d, b=b, g=g, cache_mb=cache_mb, loo_median_error=loo)
         elif models:
@@ -176,8 +176,11 @@ class Predictor:
 
 
 def _relative_fit(x: np.ndarray, w: np.ndarray) -> list[float]:
-    """Least squares of x @ coef = w for relative error."""
-    coef, *_ = np.linalg.lstsq(x / w[:, None], np.ones_like(w), rcond=None)
+    """Non-negative least squares of x @ coef = w for relative error: every term of the plane is a
+    cost or a saving of a known sign, so a coefficient the noise of a few whole timings would turn
+    around (a negative per-model overhead) is held at zero instead."""
+    from scipy.optimize import nnls
+    coef, _ = nnls(x / w[:, None], np.ones_like(w))
     return [float(v) for v in coef]
 
 
