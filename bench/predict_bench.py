@@ -160,7 +160,7 @@ def main() -> int:
                 continue
             measured = float(np.median(rounds))
             feats = model_features(net)
-            predicted = predictor.total_ms(predictor.block_ms([f for _, f in feats]), [f for _, f in feats])
+            predicted = predictor.total_ms(predictor.block_ms([f for _, f in feats]), [f for _, f in feats], "model")
             # a model some round missed counts as not repeatable
             spread = max(abs(t / measured - 1) for t in rounds) if len(rounds) >= a.rounds else None
             rows.append({"model": m, "width": w, "input_size": s, "measured_ms": measured,

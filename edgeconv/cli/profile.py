@@ -124,11 +124,14 @@ def predict(model, device, runtime, precision, profile_file, twin, width, input_
     f = res["fit"]
     console.print(f"predicted latency: {res['predicted_ms']:.3f} ms (sum of blocks {res['sum_of_blocks_ms']:.3f} ms; "
                   f"fitted on {f['block_records']} block records and {f['models']} whole models"
+                  f"{' of both sides (too few of its own side for a plane of its own)' if f['pooled'] else ''}"
                   + (f"; whole model from its measured blocks: {100 * f['loo_median_error']:.1f}% median error, each "
                      f"profiled model left out of the fit" if f["loo_median_error"] is not None else "") + ")",
                   highlight=False)
     if f["emulated"]:
         err_console.print("note: the profile is of an emulated device: functional timings, not latency")
 
+
+with_model_help(predict)
 
 COMMANDS = [profile, predict]
