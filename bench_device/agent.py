@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-AGENT_VERSION = 2
+AGENT_VERSION = 3
 SCHEMA_VERSION = 1
 RUNTIMES: dict[str, type] = {}
 
@@ -399,8 +399,48 @@ def watch_stdin() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def ort_op_profile(path: str, threads: int, x: np.ndarray, warmup: int, runs: int) -> dict:
+    """ONNX Runtime's own profiler on ``path``, in a session of its own after the timing (its
+    bookkeeping slows every op): the median time of each node of the optimised graph over
+    ``runs`` runs after ``warmup``, by the node names ONNX Runtime gives its fused and layout
+    nodes. A cross-check of the timing, not a timing: the profiler's overhead is in it."""
+    import tempfile
+
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    so.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        so.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x}
+        for _ in range(warmup + runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session"
+                     and e.get("name") == "model_run")[-runs:]
+    per_run: dict[str, list[float]] = {}
+    ops: dict[str, str] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        i = next((k for k, (a, b) in enumerate(windows) if a <= e["ts"] <= b), None)
+        if i is None:
+            continue
+        name = e["name"][: -len("_kernel_time")]
+        ops[name] = e.get("args", {}).get("op_name", "")
+        per_run.setdefault(name, [0.0] * len(windows))[i] += e["dur"] / 1e3
+    return {"runs": len(windows), "source": f"onnxruntime {ort.__version__} profiler",
+            "nodes": {n: {"op": ops[n], "ms": float(np.median(t))} for n, t in per_run.items()},
+            "run_ms": float(np.median([b - a for a, b in windows]) / 1e3) if windows else None}
+
+
 def bench(path: str, runtime: str | None, threads: int, warmup: int, min_runs: int,
-          min_seconds: float, max_seconds: float, sustained_seconds: float = 0.0, sample_every: float = 5.0) -> dict:
+          min_seconds: float, max_seconds: float, sustained_seconds: float = 0.0, sample_every: float = 5.0,
+          op_profile_runs: int = 0) -> dict:
     rec = {"file": Path(path).name, "runtime": runtime, "threads": threads,
            "config": {"warmup": warmup, "runs": min_runs, "threads": threads,
                       "min_seconds": min_seconds, "max_seconds": max_seconds,
@@ -421,6 +461,8 @@ def bench(path: str, runtime: str | None, threads: int, warmup: int, min_runs: i
         else:
             rec["samples_ms"] = time_runs(lambda: session.adapter.run(x), warmup, min_runs,
                                           min_seconds, max_seconds)
+        if op_profile_runs and session.runtime_name == "onnxruntime":
+            rec["op_profile"] = ort_op_profile(path, threads, x, min(warmup, 5), op_profile_runs)
     except Exception as e:  # one failed run is a record, not a lost benchmark
         rec["status"] = "error"
         rec["error"] = f"{type(e).__name__}: {e}"
@@ -448,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sustained-seconds", type=float, default=0.0,
                    help="sustained mode: keep timing this long, sampling temperature and clocks")
     p.add_argument("--sample-every", type=float, default=5.0, help="sustained mode: telemetry period (s)")
+    p.add_argument("--op-profile-runs", type=int, default=0,
+                   help="after timing, this many runs under the runtime's own op profiler (ONNX Runtime)")
     p.add_argument("--exit-with-stdin", action="store_true",
                    help="exit when stdin closes (the host's connection), leaving nothing running; the "
                         "pid goes to agent.pid in the working folder, for a later clean-up")
@@ -482,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
                    shape=list(y.shape))
     else:
         doc["records"] = [bench(a.model, a.runtime, int(t), a.warmup, a.min_runs, a.min_seconds,
-                                a.max_seconds, a.sustained_seconds, a.sample_every) for t in a.threads.split(",")]
+                                a.max_seconds, a.sustained_seconds, a.sample_every, a.op_profile_runs)
+                           for t in a.threads.split(",")]
     print(json.dumps(doc))
     return 0
 

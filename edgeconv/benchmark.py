@@ -42,12 +42,13 @@ class TimingConfig:
     sustained_seconds: float = 0.0
     sample_every: float = 5.0
     drift_threshold: float = DRIFT_THRESHOLD
+    op_profile_runs: int = 0   # then, runs under the runtime's op profiler (ONNX Runtime), a cross-check
 
     def __post_init__(self):
-        for name in ("warmup", "min_runs"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "warmup" else 1):
-                raise ValueError(f"{name}={v!r}: must be a whole number >= {0 if name == 'warmup' else 1}")
+        for name in ("warmup", "min_runs", "op_profile_runs"):
+            v, least = getattr(self, name), 1 if name == "min_runs" else 0
+            if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                raise ValueError(f"{name}={v!r}: must be a whole number >= {least}")
         for name in ("min_seconds", "max_seconds", "sustained_seconds", "sample_every", "drift_threshold"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 <= v < float("inf")):
@@ -344,7 +345,7 @@ def run_job(session, job: Job, cfg: TimingConfig, rec: dict) -> None:
     r = doc["records"][0]
     rec["device"].update(_device_fields(doc.get("device", {}), r))
     for k in ("runtime_version", "samples_ms", "samples_t_s", "telemetry", "load_ms", "first_ms", "peak_rss_mb",
-              "status", "error", "traceback"):
+              "op_profile", "status", "error", "traceback"):
         if k in r:
             rec[k] = r[k]
     rec["agent_version"] = doc.get("agent_version")

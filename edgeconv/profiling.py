@@ -11,10 +11,17 @@ with the usual method; the records go to the results file with a ``block`` field
 block's features in ``arch`` (MACs, weight and activation bytes, conv kinds, kernel, stride), so
 a profile resumes like any bench run and ``edgeconv.predict`` can learn from it.
 
+Under ONNX Runtime every file is also run under the runtime's own op profiler after its timing
+(``op_profile`` in the record): a cross-check, not a source. The whole model's node times, put
+to blocks by the module path the exporter wrote into each node, say what a block costs inside
+the whole model beside what its micro-model took alone, and what runs outside any block (layout
+reorders, the input's quantize).
+
 Emulated devices (qemu) are profiled for function, not latency: their records say so.
 """
 from __future__ import annotations
 
+import re
 from math import prod
 from pathlib import Path
 
@@ -22,6 +29,7 @@ import numpy as np
 
 from .artifact import FORMATS, PRECISIONS
 
+OP_PROFILE_RUNS = 20      # runs under ONNX Runtime's op profiler, after each file's timing
 PEAK = "_peak"            # the dense-conv micro-model: the device's attainable GMAC/s
 WHOLE = None               # the block field of a whole-model record
 KINDS = ("standard", "pointwise", "depthwise", "grouped", "linear")
@@ -226,6 +234,8 @@ def profile(model: str, device: str = "local", *, runtime: str = "onnxruntime", 
     time them with the whole models and a dense conv on ``device`` (records into ``results``,
     default ``out/results.jsonl``), write ``out/report.html`` (the per-block table, the bars and
     the roofline) and return ``table(...)`` of what was measured."""
+    from dataclasses import replace
+
     from .artifact import RUNTIMES, format_of
     from .benchmark import ResultsFile, TimingConfig, run_jobs
     from .device.inventory import get_device
@@ -243,13 +253,50 @@ def profile(model: str, device: str = "local", *, runtime: str = "onnxruntime", 
     for j in jobs:
         j.threads = threads
     rf = ResultsFile(results or out / "results.jsonl")
-    run_jobs(jobs, [dev], rf, cfg or TimingConfig(), force=force, progress=progress)
+    cfg = cfg or TimingConfig()
+    if runtime == "onnxruntime" and not cfg.op_profile_runs:
+        cfg = replace(cfg, op_profile_runs=OP_PROFILE_RUNS)
+    run_jobs(jobs, [dev], rf, cfg, force=force, progress=progress)
     t = table(rf.records(warn=False), device, runtime, precision, model_name=jobs[0].artifact.manifest.model)
     if rf.path.parent.resolve() == out.resolve():
         from .reporting import report
         t["report"] = str(report(out)["html"])
     t["results"] = str(rf.path)
     return t
+
+
+def node_blocks(path: str | Path, blocks: list[str]) -> dict[str, str]:
+    """The node and output names of the ONNX graph at ``path``, each to the block of ``blocks``
+    its node belongs to: the deepest module path of the node's ``namespace`` metadata (the torch
+    exporter's) that is a block."""
+    import onnx
+    names, out = set(blocks), {}
+    for n in onnx.load(str(path), load_external_data=False).graph.node:
+        ns = next((p.value for p in n.metadata_props if p.key == "namespace"), "")
+        block = next((m for m in reversed([seg.split(":")[0].strip() for seg in ns.split("/")]) if m in names), None)
+        if block:
+            out.update({k: block for k in (n.name, *n.output)})
+    return out
+
+
+# what ONNX Runtime appends to the name of a node it fuses, quantizes or moves to its own layout
+_ORT_SUFFIX = re.compile(r"(_token_\d+|_nchwc|_QuantizeLinear|_DequantizeLinear)$")
+
+
+def in_whole_ms(rec: dict, blocks: list[str]) -> dict | None:
+    """From a whole model's record with an ``op_profile``: its node times (ms, median over the
+    profiled runs) summed per block, under None those of no block (layout reorders, the input's
+    quantize); None without a profile or the model file."""
+    op, path = rec.get("op_profile"), Path(rec.get("artifact", "")) / rec.get("file", "")
+    if not op or not path.is_file():
+        return None
+    where, out = node_blocks(path, blocks), {}
+    for name, node in op["nodes"].items():
+        key = name
+        while key not in where and _ORT_SUFFIX.search(key):
+            key = _ORT_SUFFIX.sub("", key)
+        out[where.get(key)] = out.get(where.get(key), 0.0) + node["ms"]
+    return out
 
 
 def table(records: list[dict], device: str, runtime: str, precision: str, model_name: str | None = None) -> dict:
@@ -284,6 +331,11 @@ def table(records: list[dict], device: str, runtime: str, precision: str, model_
                      "twin_gmacs": ft["macs"] / mt / 1e6 if ft and mt and ft["macs"] else None,
                      "intensity": fm["macs"] / max(1, sum(block_bytes(fm, precision).values())),
                      "twin_intensity": ft["macs"] / max(1, sum(block_bytes(ft, precision).values())) if ft else None})
+    # the op profiler's view of each whole model: its node times put to blocks
+    in_whole = {r["arch"]["side"]: in_whole_ms(r, order) for r, _ in recs if r["arch"]["block"] is None}
+    for row in rows:
+        for side in ("model", "twin"):
+            row[f"{side}_in_whole_ms"] = (in_whole.get(side) or {}).get(row["block"])
     whole = {s: p50.get((s, None)) for s in ("model", "twin")}
     sums = {s: sum(v for (side, b), v in p50.items() if side == s and b not in (None, PEAK) and v) for s in ("model", "twin")}
     peak = p50.get(("peak", PEAK))
@@ -291,4 +343,6 @@ def table(records: list[dict], device: str, runtime: str, precision: str, model_
             "rows": rows, "whole_ms": whole, "sum_of_blocks_ms": sums,
             "model_macs": sum(r["macs"] for r in rows), "twin_macs": sum(r["twin_macs"] or 0 for r in rows),
             "peak_gmacs": feats[("peak", PEAK)]["macs"] / peak / 1e6 if peak else None,
+            "op_profile": {s: {"blocks_ms": sum(v for b, v in t.items() if b is not None),
+                               "outside_blocks_ms": t.get(None, 0.0)} for s, t in in_whole.items() if t},
             "note": "emulated device: functional timings, not latency" if emulated else ""}

@@ -48,6 +48,31 @@ def test_profile_blocks_complete_and_summing_to_the_model(local_profile):
     assert {f"model:{n}" for n in names} <= blocks and {f"twin:{n}" for n in names} <= blocks and None in blocks
 
 
+def test_profile_cross_checks_with_onnx_runtimes_op_profiler(local_profile):
+    """Under ONNX Runtime every file also ran under the runtime's op profiler: each block of both
+    whole models gets node time inside the whole model, the nodes of no block are few, and no
+    profiled run's nodes add up to more than the run."""
+    from edgeconv.profiling import in_whole_ms
+    recs = ResultsFile(local_profile / "results.jsonl").records()
+    assert all(r["op_profile"]["runs"] == 20 and r["op_profile"]["nodes"] for r in recs)
+    names = [n for n, _ in create_model("tiny").named_blocks()]
+    for precision in ("fp32", "int8"):
+        t = json.loads(run("profile", "tiny", "--runtime", "onnxruntime", "--precision", precision,
+                           "--out", local_profile, "--json", *FAST).stdout)
+        assert all(r["model_in_whole_ms"] > 0 and r["twin_in_whole_ms"] > 0 for r in t["rows"]), t["rows"]
+        for side in ("model", "twin"):
+            op = t["op_profile"][side]
+            assert 0 <= op["outside_blocks_ms"] < op["blocks_ms"]
+            assert op["blocks_ms"] == pytest.approx(sum(r[f"{side}_in_whole_ms"] for r in t["rows"]))
+        for r in recs:
+            if r["block"] is None and r["precision"] == precision:
+                op = r["op_profile"]
+                assert sum(n["ms"] for n in op["nodes"].values()) <= 1.05 * op["run_ms"]
+                assert set(in_whole_ms(r, names)) - {None} == set(names)
+    text = run("profile", "tiny", "--runtime", "onnxruntime", "--precision", "int8", "--out", local_profile, *FAST).stdout
+    assert "in whole" in text and "ONNX Runtime's op profiler" in " ".join(text.split())
+
+
 def test_report_renders_bars_and_roofline(local_profile):
     html = (local_profile / "report.html").read_text()
     assert "Per-block latency: tiny vs twin on local, onnxruntime int8" in html and "Roofline" in html

@@ -15,19 +15,28 @@ from .common import Progress, console, err_console, fmt, inventory_option, posit
 def print_profile(t: dict) -> None:
     table = Table(title=f"{t['model']} vs its standard-conv twin, block by block: {t['device']}, {t['runtime']} "
                         f"{t['precision']}")
-    cols = ("block", "kind", "MACs", "weights", "activations", "model ms", "twin ms", "latency ratio",
-            "MAC ratio", "model GMAC/s", "twin GMAC/s")
+    profiled = bool(t.get("op_profile"))
+    # with an op profile, each side's block time inside its whole model beside its micro-model's
+    cols = ("block", "kind", "MACs", "weights", "activations", "model ms", *(("in whole",) if profiled else ()),
+            "twin ms", *(("in whole",) if profiled else ()), "latency ratio", "MAC ratio", "model GMAC/s", "twin GMAC/s")
     for c in cols:
         table.add_column(c, justify="left" if c in ("block", "kind") else "right", no_wrap=True)
     for r in t["rows"]:
         table.add_row(r["block"], r["kind"], human(r["macs"]), human(r["weight_bytes"], "B"), human(r["act_bytes"], "B"),
-                      fmt(r["model_ms"]), fmt(r["twin_ms"]), fmt(r["latency_ratio"], ".2f"), fmt(r["mac_ratio"], ".2f"),
+                      fmt(r["model_ms"]), *((fmt(r.get("model_in_whole_ms")),) if profiled else ()),
+                      fmt(r["twin_ms"]), *((fmt(r.get("twin_in_whole_ms")),) if profiled else ()),
+                      fmt(r["latency_ratio"], ".2f"), fmt(r["mac_ratio"], ".2f"),
                       fmt(r["model_gmacs"], ".2f"), fmt(r["twin_gmacs"], ".2f"))
     console.print(table)
     w, s = t["whole_ms"], t["sum_of_blocks_ms"]
     console.print(f"whole model {fmt(w['model'])} ms (sum of blocks {fmt(s['model'])} ms); twin {fmt(w['twin'])} ms "
                   f"(sum {fmt(s['twin'])} ms); MACs {human(t['model_macs'])} vs {human(t['twin_macs'])}; device peak "
                   f"(dense 3x3 conv) {fmt(t['peak_gmacs'], '.2f')} GMAC/s", highlight=False)
+    for side, op in (t.get("op_profile") or {}).items():
+        console.print(f"in whole: the {side}'s node times under ONNX Runtime's op profiler (a cross-check, its "
+                      f"overhead included): blocks "
+                      f"{fmt(op['blocks_ms'])} ms, outside any block (layout, quantize) {fmt(op['outside_blocks_ms'])} ms",
+                      highlight=False)
     if t["note"]:
         err_console.print(f"note: {t['note']}")
 

@@ -177,6 +177,8 @@ class AgentSession:
         if getattr(timing, "sustained_seconds", 0):
             args += ["--sustained-seconds", str(timing.sustained_seconds),
                      "--sample-every", str(timing.sample_every)]
+        if getattr(timing, "op_profile_runs", 0):
+            args += ["--op-profile-runs", str(timing.op_profile_runs)]
         longest = max(timing.max_seconds, getattr(timing, "sustained_seconds", 0) or 0)
         return self._agent(args, timeout=longest * 2 + self.transport.default_timeout / 4)
 
