@@ -66,13 +66,20 @@ class OnnxRuntimeAdapter:
         import onnxruntime
         return onnxruntime.__version__
 
-    def __init__(self, path: str, threads: int = 1):
+    @staticmethod
+    def options(threads: int):
+        """The session options every timing uses: ``threads`` intra-op threads, run sequentially."""
         import onnxruntime as ort
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
+        return so
+
+    def __init__(self, path: str, threads: int = 1):
+        import onnxruntime as ort
+        so = self.options(threads)
         try:
             self.session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
@@ -407,11 +414,7 @@ def ort_op_profile(path: str, threads: int, x: np.ndarray, warmup: int, runs: in
     import tempfile
 
     import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
+    so = get_runtime("onnxruntime").options(threads)
     so.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         so.profile_file_prefix = str(Path(tmp) / "ort")
