@@ -29,6 +29,7 @@ that side's profiled models once it has ``MIN_PLANE`` of them, else on all.
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import numpy as np
 
@@ -119,15 +120,19 @@ class Predictor:
         # whole model = a * (sum of its blocks') - c * (blocks) - d * (boundary elements) + b
         # + g * (cached weights), fitted for relative error on the profiled models of each side
         # (module docstring)
-        fitted = [(k[1], m) for k, m in self.profiled.items() if m["whole_ms"] is not None and m["blocks"]
-                  and not m["missing"]]
-        left_out = [k[1] for k, m in self.profiled.items() if m["whole_ms"] is not None and m["missing"]]
-        self.pooled_fit = {**self._whole_plane([m for _, m in fitted]), "pooled": True, "left_out": len(left_out)}
+        self._fitted = [(k[1], m) for k, m in self.profiled.items() if m["whole_ms"] is not None and m["blocks"]
+                        and not m["missing"]]
+        self._left_out = [k[1] for k, m in self.profiled.items() if m["whole_ms"] is not None and m["missing"]]
         self.whole_fits = {}
         for side in sorted({k[1] for k in self.profiled}):
-            mine = [m for s, m in fitted if s == side]
-            self.whole_fits[side] = ({**self._whole_plane(mine), "left_out": left_out.count(side)}
+            mine = [m for s, m in self._fitted if s == side]
+            self.whole_fits[side] = ({**self._whole_plane(mine), "left_out": self._left_out.count(side)}
                                      if len(mine) >= MIN_PLANE else self.pooled_fit)
+
+    @cached_property
+    def pooled_fit(self) -> dict:
+        """The plane of all profiled models, both sides: fitted only when a side has too few of its own."""
+        return {**self._whole_plane([m for _, m in self._fitted]), "pooled": True, "left_out": len(self._left_out)}
 
     def whole_fit(self, side: str = "model") -> dict:
         """The plane a whole model of ``side`` is predicted with (that of all profiled models for a
