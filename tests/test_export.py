@@ -142,6 +142,19 @@ def test_keep_fp32_leaves_exactly_the_named_block_float(tmp_path):
         assert report["ops_int8"] < report["ops"] and report["float_ops"], (fmt, report)
 
 
+def test_onnx_exports_build_the_torchlib_table_once(tmp_path):
+    """The ONNX exporter's table of functions is built once per process, and a model exported
+    again with it is the same file byte for byte."""
+    from torch.onnx._internal._lazy_import import onnxscript_apis
+
+    model = create_model("tiny")
+    x = load_data("digits", input_shape=model.input_shape, preprocess=model.spec.preprocess, calib_count=4).x
+    files = [export(model, calib=x, formats=["onnx"], precisions=["fp32"], out=tmp_path / str(i)).path / "model_fp32.onnx"
+             for i in range(2)]
+    assert onnxscript_apis.get_torchlib_ops.cache_info().hits >= 1
+    assert files[0].read_bytes() == files[1].read_bytes()
+
+
 def test_workers_make_the_same_files(tmp_path):
     """Files exported side by side in worker processes are byte for byte the files exported one
     after the other here; a model whose outputs the workers cannot rebuild from its reference

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import io
 import logging
 import tempfile
@@ -267,6 +268,20 @@ def bias_correct(reference: Path, quantized: Path, feeds: list[dict]) -> int:
     return changed
 
 
+def _torchlib_table_once() -> None:
+    """``torch.onnx.export`` rebuilds its table of ONNX functions (onnxscript's torchlib) from their
+    Python source on every call, ~1 s each time (half the export of a block micro-model): the
+    table is the same every time, so it is built once per process. Where torch looks it up
+    elsewhere, nothing changes but the time."""
+    try:
+        from torch.onnx._internal._lazy_import import onnxscript_apis
+        ops = onnxscript_apis.get_torchlib_ops
+    except (ImportError, AttributeError):
+        return
+    if not hasattr(ops, "cache_info"):
+        onnxscript_apis.get_torchlib_ops = functools.cache(ops)
+
+
 @register
 class OnnxExporter:
     name = "onnx"
@@ -275,6 +290,7 @@ class OnnxExporter:
     def _export_fp32(self, model, example, path: Path) -> None:
         import onnx
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        _torchlib_table_once()
         with contextlib.redirect_stdout(io.StringIO()):
             torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=["input"],
                               output_names=["logits"], external_data=False, optimize=True, verbose=False)
