@@ -64,6 +64,9 @@ class TimingConfig:
 
 
 # -- statistics -------------------------------------------------------------------------------
+STATISTICS = ("p50", "min")   # what a file's timings are summed up by for profiles and predictions
+
+
 def stats(samples_ms) -> dict:
     """p50, p90, mean, std, CoV (std/mean), min and count of a list of per-run times (ms)."""
     x = np.asarray(samples_ms, dtype=np.float64)
@@ -249,14 +252,16 @@ def repeated(records: list[dict]) -> dict[tuple, list[dict]]:
     return out
 
 
-def file_timings(records: list[dict]) -> list[tuple[dict, float | None]]:
-    """Per (sha256, runtime, device, threads, block): the newest ok record and the median p50 of
-    all its ok records, so a file timed more than once counts with the median of its timings
-    (None when none has a p50: a native tool's report without one)."""
+def file_timings(records: list[dict], statistic: str = "p50") -> list[tuple[dict, float | None]]:
+    """Per (sha256, runtime, device, threads, block): the newest ok record and the median of its
+    ok records' ``statistic`` (p50 or min of the samples), so a file timed more than once counts
+    with the median of its timings (None when none has one: a native tool's report without it)."""
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic {statistic!r}: one of {', '.join(STATISTICS)}")
     out = []
     for rs in repeated(records).values():
-        p50s = [p for p in (record_stats(r)["p50"] for r in rs) if p is not None]
-        out.append((rs[-1], float(np.median(p50s)) if p50s else None))
+        vals = [v for v in (record_stats(r)[statistic] for r in rs) if v is not None]
+        out.append((rs[-1], float(np.median(vals)) if vals else None))
     return out
 
 

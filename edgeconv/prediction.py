@@ -79,14 +79,15 @@ class BlockModel:
 
 
 class Predictor:
-    """Block latency model of one (device, runtime, precision)."""
+    """Block latency model of one (device, runtime, precision), of one statistic of the timings:
+    the p50 of the runs, or their min (what repeats on a machine whose speed jumps)."""
 
-    def __init__(self, records: list[dict], device: str, runtime: str, precision: str):
+    def __init__(self, records: list[dict], device: str, runtime: str, precision: str, statistic: str = "p50"):
         from .benchmark import file_timings
         from .profiling import PEAK
-        self.device, self.runtime, self.precision = device, runtime, precision
-        # (newest record, median p50) per file
-        recs = [(r, t) for r, t in file_timings(records) if t is not None and r["device"]["name"] == device
+        self.device, self.runtime, self.precision, self.statistic = device, runtime, precision, statistic
+        # (newest record, median of its timings' statistic) per file
+        recs = [(r, t) for r, t in file_timings(records, statistic) if t is not None and r["device"]["name"] == device
                 and r.get("runtime") == runtime and r.get("precision") == precision and isinstance(r.get("arch"), dict)
                 and "side" in r["arch"]]
         blocks = [(r, t) for r, t in recs if r["arch"]["block"] not in (None, PEAK)]
@@ -220,9 +221,10 @@ def model_features(model, depth: int = 1) -> list[tuple[str, dict]]:
 
 
 def predict(model, device: str, *, runtime: str = "onnxruntime", precision: str = "int8", profile="profile.jsonl",
-            twin: bool = False, width=None, input_size=None, depth: int = 1) -> dict:
+            twin: bool = False, width=None, input_size=None, depth: int = 1, statistic: str = "p50") -> dict:
     """``edgeconv predict``: the latency of ``model`` (zoo name or card) on ``device`` predicted from
-    the profile records in ``profile``, per block and in total (``predicted_ms``)."""
+    the profile records in ``profile``, per block and in total (``predicted_ms``: the p50 of its
+    runs, or with ``statistic="min"`` the fastest)."""
     from pathlib import Path
 
     from .benchmark import ResultsFile
@@ -230,12 +232,12 @@ def predict(model, device: str, *, runtime: str = "onnxruntime", precision: str 
     if not Path(profile).exists():
         raise FileNotFoundError(f"profile {profile} does not exist; make one: edgeconv profile MODEL --device {device} "
                                 f"--runtime {runtime} --precision {precision} --results {profile}")
-    p = Predictor(ResultsFile(profile).records(), device, runtime, precision)
+    p = Predictor(ResultsFile(profile).records(), device, runtime, precision, statistic)
     net = create_model(model, twin=twin, width=width, input_size=input_size)
     feats = model_features(net, depth)
     ms = p.block_ms([f for _, f in feats])
     side = "twin" if twin else "model"
     return {"model": net.card.name, "twin": twin, "device": device, "runtime": runtime, "precision": precision,
-            "predicted_ms": p.total_ms(ms, [f for _, f in feats], side), "sum_of_blocks_ms": float(np.sum(ms)),
+            "statistic": statistic, "predicted_ms": p.total_ms(ms, [f for _, f in feats], side), "sum_of_blocks_ms": float(np.sum(ms)),
             "blocks": [{"block": n, "macs": f["macs"], "predicted_ms": float(t)} for (n, f), t in zip(feats, ms)],
             "fit": {"block_records": p.blocks, **p.whole_fit(side), "emulated": p.emulated}}

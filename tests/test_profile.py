@@ -124,6 +124,27 @@ def test_predictor_takes_the_median_of_a_file_timed_again(local_profile):
     assert whole_ms([again(3.0), {**again(1 / 3), "status": "error"}]) == pytest.approx(2 * m)  # failed: not a timing
 
 
+def test_predict_the_fastest_run(local_profile):
+    """--statistic min predicts the fastest of a file's runs, fitted on the records' min: with every
+    record's fastest run half its median, the prediction is half that of the p50 (every stage of
+    the fit is for relative error), block by block and in total."""
+    from edgeconv.benchmark import record_stats
+    from edgeconv.prediction import Predictor, model_features
+    recs = [{**r, "samples_ms": [record_stats(r)["p50"] / 2] + [record_stats(r)["p50"]] * 4}
+            if r.get("samples_ms") else r for r in ResultsFile(local_profile / "results.jsonl").records()]
+    feats = [f for _, f in model_features(create_model("tiny"))]
+    p50, fastest = (Predictor(recs, "local", "onnxruntime", "int8", s) for s in ("p50", "min"))
+    assert fastest.block_ms(feats) == pytest.approx(p50.block_ms(feats) / 2, rel=1e-6)
+    assert fastest.total_ms(fastest.block_ms(feats), feats) == pytest.approx(
+        p50.total_ms(p50.block_ms(feats), feats) / 2, rel=1e-6)
+    res = json.loads(run("predict", "tiny", "--profile", local_profile / "results.jsonl", "--statistic", "min",
+                         "--json").stdout)
+    assert res["statistic"] == "min" and res["predicted_ms"] > 0
+    assert "'p50', 'min'" in run("predict", "tiny", "--statistic", "p90", code=2).output
+    with pytest.raises(ValueError, match="one of p50, min"):
+        Predictor(recs, "local", "onnxruntime", "int8", "mean")
+
+
 def test_predictor_finds_a_models_blocks_by_the_files_it_lists(local_profile):
     """A block two profiles share (a classifier at the same width) is one file, timed once under
     the first profile's folder: a second profile's whole model still counts it, by the block

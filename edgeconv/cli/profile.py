@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from ..artifact import PRECISIONS, RUNTIMES
+from ..benchmark import STATISTICS
 from ..cost import human
 from .common import Progress, console, err_console, fmt, inventory_option, positive, timing_options, with_model_help
 
@@ -109,8 +110,11 @@ with_model_help(profile)
 @click.option("--width", type=float, help="Width multiplier (zoo models).")
 @click.option("--input-size", type=int, help="Input resolution.")
 @click.option("--depth", default=1, show_default=True, callback=positive("depth", 1))
+@click.option("--statistic", default="p50", show_default=True, type=click.Choice(STATISTICS),
+              help="What is predicted: the median run (p50) or the fastest (min). On a shared machine whose "
+                   "speed jumps between runs (a VM beside others), min is the one that repeats.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (predicted_ms, per block).")
-def predict(model, device, runtime, precision, profile_file, twin, width, input_size, depth, as_json):
+def predict(model, device, runtime, precision, profile_file, twin, width, input_size, depth, statistic, as_json):
     """Predict MODEL's latency on a profiled device without running it: per block and in total.
 
     \b
@@ -120,18 +124,19 @@ def predict(model, device, runtime, precision, profile_file, twin, width, input_
     """
     from ..prediction import predict as do_predict
     res = do_predict(model, device, runtime=runtime, precision=precision, profile=profile_file, twin=twin,
-                     width=width, input_size=input_size, depth=depth)
+                     width=width, input_size=input_size, depth=depth, statistic=statistic)
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return
-    table = Table(title=f"{res['model']}{' twin' if twin else ''} on {device}, {runtime} {precision}: predicted")
-    for c in ("block", "MACs", "predicted ms"):
+    table = Table(title=f"{res['model']}{' twin' if twin else ''} on {device}, {runtime} {precision}: predicted "
+                        f"{statistic}")
+    for c in ("block", "MACs", f"predicted {statistic} ms"):
         table.add_column(c, justify="left" if c == "block" else "right")
     for b in res["blocks"]:
         table.add_row(b["block"], human(b["macs"]), fmt(b["predicted_ms"]))
     console.print(table)
     f = res["fit"]
-    console.print(f"predicted latency: {res['predicted_ms']:.3f} ms (sum of blocks {res['sum_of_blocks_ms']:.3f} ms; "
+    console.print(f"predicted latency ({statistic}): {res['predicted_ms']:.3f} ms (sum of blocks {res['sum_of_blocks_ms']:.3f} ms; "
                   f"fitted on {f['block_records']} block records and {f['models']} whole models"
                   f"{' of both sides (too few of its own side for a plane of its own)' if f['pooled'] else ''}"
                   + (f"; whole model from its measured blocks: {100 * f['loo_median_error']:.1f}% median error, each "
