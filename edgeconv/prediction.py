@@ -86,7 +86,7 @@ class Predictor:
         from .benchmark import file_timings
         from .profiling import PEAK
         self.device, self.runtime, self.precision, self.statistic = device, runtime, precision, statistic
-        # (newest record, median of its timings' statistic) per file
+        # (newest record, its time by the statistic) per file
         recs = [(r, t) for r, t in file_timings(records, statistic) if t is not None and r["device"]["name"] == device
                 and r.get("runtime") == runtime and r.get("precision") == precision and isinstance(r.get("arch"), dict)
                 and "side" in r["arch"]]
