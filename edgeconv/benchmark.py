@@ -64,7 +64,7 @@ class TimingConfig:
 
 
 # -- statistics -------------------------------------------------------------------------------
-STATISTICS = ("p50", "min")   # what a file's timings are summed up by for profiles and predictions
+STATISTICS = ("p50", "min")   # what a file's timings are summed up by for predictions (predict --statistic)
 
 
 def stats(samples_ms) -> dict:

@@ -136,7 +136,8 @@ def predict(model, device, runtime, precision, profile_file, twin, width, input_
         table.add_row(b["block"], human(b["macs"]), fmt(b["predicted_ms"]))
     console.print(table)
     f = res["fit"]
-    console.print(f"predicted latency ({statistic}): {res['predicted_ms']:.3f} ms (sum of blocks {res['sum_of_blocks_ms']:.3f} ms; "
+    console.print(f"predicted latency ({statistic}): {res['predicted_ms']:.3f} ms "
+                  f"(sum of blocks {res['sum_of_blocks_ms']:.3f} ms; "
                   f"fitted on {f['block_records']} block records and {f['models']} whole models"
                   f"{' of both sides (too few of its own side for a plane of its own)' if f['pooled'] else ''}"
                   + (f"; whole model from its measured blocks: {100 * f['loo_median_error']:.1f}% median error, each "
