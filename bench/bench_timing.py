@@ -26,6 +26,10 @@ from edgeconv.benchmark import TimingConfig, bench, stats
 HERE = Path(__file__).resolve().parent
 
 
+def pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
 def windows(samples_ms, t_s, width: float = 1.0) -> dict:
     """The spread (CoV) of the p50 and of the min of the runs in each ``width``-second window, by
     each run's start (``samples_t_s`` where the record has it, else the runs' durations added up:
@@ -77,11 +81,11 @@ def main():
         repeats.append({"repeat": i, "n": s["n"], "p50_ms": s["p50"], "p90_ms": s["p90"], "mean_ms": s["mean"],
                         "min_ms": s["min"], "cov_within": s["cov"], **w})
         print(f"repeat {i}: n={s['n']} p50={s['p50']:.4f} ms p90={s['p90']:.4f} ms min={s['min']:.4f} ms "
-              f"CoV(within)={100 * s['cov']:.1f}%; {w['windows']} 1-s windows: p50 CoV {100 * w['window_p50_cov']:.1f}%, "
-              f"min CoV {100 * w['window_min_cov']:.1f}%")
+              f"CoV(within)={100 * s['cov']:.1f}%; {w['windows']} 1-s windows: p50 CoV {pct(w['window_p50_cov'])}, "
+              f"min CoV {pct(w['window_min_cov'])}")
     p50 = np.array([r["p50_ms"] for r in repeats])
     fastest = np.array([r["min_ms"] for r in repeats])
-    out = {"model": a.model, "input_size": net.input_shape[-1], "format": a.format, "precision": a.precision,
+    out = {"model": a.model, "width": a.width, "input_size": net.input_shape[-1], "format": a.format, "precision": a.precision,
            "threads": a.threads, "timing": vars(cfg), "repeats": repeats,
            "p50_cov_across_repeats": float(p50.std(ddof=1) / p50.mean()), "goal": 0.03,
            "min_cov_across_repeats": float(fastest.std(ddof=1) / fastest.mean()), "pinned": a.pin,

@@ -12,14 +12,14 @@ least once in all). A drift of the machine's speed then falls on fit and held-ou
 with the median of its rounds (as `edgeconv predict` takes the median of a file timed more than
 once), and how far its rounds lie apart is reported beside the errors: a prediction cannot be
 shown to be within +-10% of a measurement that does not repeat to +-10%. All of it twice, from
-the same records: for the p50 of a file's runs (the goal's statistic; the median over its
-rounds) and for their min (the fastest run of any round, as `predict --statistic min`). On a VM
-whose speed jumps between two levels ~1.4x apart within seconds (MobileNetV1 x0.35 @96 int8: a
-fast ~0.20 ms and a slow ~0.30 ms level, 1-second windows' p50 17% CV, their min 2% CV), the
-p50 of a timing is the share of it the machine spent slow, and the min is the one that repeats.
-Reported per (runtime, precision): the share of held-out models whose predicted latency is
-within +-10% of the measured p50, the median and worst error, and the share whose rounds all
-lie within +-10% of their median. Everything runs on this host, 1 thread, pinned to one core;
+the same records: for the p50 of a file's runs (the goal's statistic) and for their min (as
+`predict --statistic min`), each counted as the median over the file's rounds. On a VM whose
+speed jumps between two levels ~1.5x apart within seconds (MobileNetV1 x0.35 @96 int8: a fast
+~0.20 ms and a slow ~0.30 ms level; `bench/bench_timing.py --pin`), the p50 of a timing is the
+share of it the machine spent slow, and the min is the one that repeats.
+Reported per (runtime, precision) and statistic: the share of held-out models whose predicted
+latency is within +-10% of the measured one, the median and worst error, and the share whose
+rounds all lie within +-10% of their median. Everything runs on this host, 1 thread, pinned to one core;
 exports and records resume, so an interrupted run continues with the round it stopped in (and
 a second run into the same --work times nothing again: give it a new one to time afresh).
 Writes bench/results/predict.json, with the time span of the records it used.
@@ -90,11 +90,11 @@ def evaluate(records, jobs, held_jobs, runtime, precision, rounds, key, statisti
         if not vals:
             print(f"{label} {m} w{w} s{s}: no round ran", flush=True)
             continue
-        measured = float(np.median(vals) if statistic == "p50" else min(vals))   # as the predictor counts a file
+        measured = float(np.median(vals))   # as the predictor counts a file timed more than once
         feats = model_features(net)
         predicted = predictor.total_ms(predictor.block_ms([f for _, f in feats]), [f for _, f in feats], "model")
-        # how far the rounds lie from their median; a model some round missed counts as not repeatable
-        spread = max(abs(t / np.median(vals) - 1) for t in vals) if len(vals) >= rounds else None
+        # a model some round missed counts as not repeatable
+        spread = max(abs(t / measured - 1) for t in vals) if len(vals) >= rounds else None
         rows.append({"model": m, "width": w, "input_size": s, "measured_ms": measured,
                      "rounds_ms": vals, "round_spread": spread,
                      "predicted_ms": predicted, "error": predicted / measured - 1})
@@ -102,20 +102,19 @@ def evaluate(records, jobs, held_jobs, runtime, precision, rounds, key, statisti
               f"{', '.join(f'{t:.3f}' for t in vals)}), predicted {predicted:.3f} ms "
               f"({100 * rows[-1]['error']:+.1f}%)", flush=True)
     errs = np.abs([r["error"] for r in rows])
-    r = {"statistic": statistic, "held_out_models": len(rows), "within_10pct": float(np.mean(errs <= 0.10)),
-         "median_abs_error": float(np.median(errs)), "worst_abs_error": float(errs.max()),
-         "rounds": rounds, "repeatable_10pct": float(np.mean([r["round_spread"] is not None and r["round_spread"] <= 0.10
-                                                              for r in rows])),
-         "median_round_spread": float(np.median([r["round_spread"] for r in rows if r["round_spread"] is not None]
-                                                or [np.nan])),
-         "incomplete_rounds": sum(len(r["rounds_ms"]) < rounds for r in rows),
-         "fit_check": fit_check(predictor),
-         "block_records": predictor.blocks, "whole_fits": predictor.whole_fits, "timed_from": min(used),
-         "timed_to": max(used), "rows": rows}
-    print(f"== {label}: {100 * r['within_10pct']:.0f}% of {len(rows)} held-out models within "
-          f"+-10%, median error {100 * r['median_abs_error']:.1f}%, worst {100 * r['worst_abs_error']:.1f}%; "
-          f"{100 * r['repeatable_10pct']:.0f}% of them repeat within +-10% over {rounds} rounds", flush=True)
-    return r
+    spreads = [row["round_spread"] for row in rows]
+    res = {"statistic": statistic, "held_out_models": len(rows), "within_10pct": float(np.mean(errs <= 0.10)),
+           "median_abs_error": float(np.median(errs)), "worst_abs_error": float(errs.max()), "rounds": rounds,
+           "repeatable_10pct": float(np.mean([s is not None and s <= 0.10 for s in spreads])),
+           "median_round_spread": float(np.median([s for s in spreads if s is not None] or [np.nan])),
+           "incomplete_rounds": sum(len(row["rounds_ms"]) < rounds for row in rows),
+           "fit_check": fit_check(predictor),
+           "block_records": predictor.blocks, "whole_fits": predictor.whole_fits, "timed_from": min(used),
+           "timed_to": max(used), "rows": rows}
+    print(f"== {label}: {100 * res['within_10pct']:.0f}% of {len(rows)} held-out models within "
+          f"+-10%, median error {100 * res['median_abs_error']:.1f}%, worst {100 * res['worst_abs_error']:.1f}%; "
+          f"{100 * res['repeatable_10pct']:.0f}% of them repeat within +-10% over {rounds} rounds", flush=True)
+    return res
 
 
 def main() -> int:

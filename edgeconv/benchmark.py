@@ -253,16 +253,16 @@ def repeated(records: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def file_timings(records: list[dict], statistic: str = "p50") -> list[tuple[dict, float | None]]:
-    """Per (sha256, runtime, device, threads, block): the newest ok record and its file's time by
-    ``statistic``: the median of its ok records' p50s (so a file timed more than once counts with
-    the median of its timings, not whichever came last), or the fastest run of any of them
-    (min). None when no record has one (a native tool's report without it)."""
+    """Per (sha256, runtime, device, threads, block): the newest ok record and the median of its
+    ok records' ``statistic`` (the p50 or the min of their runs), so a file timed more than once
+    counts with the median of its timings, not whichever came last (None when none has one: a
+    native tool's report without it)."""
     if statistic not in STATISTICS:
         raise ValueError(f"statistic {statistic!r}: one of {', '.join(STATISTICS)}")
     out = []
     for rs in repeated(records).values():
         vals = [v for v in (record_stats(r)[statistic] for r in rs) if v is not None]
-        out.append((rs[-1], None if not vals else float(np.median(vals) if statistic == "p50" else min(vals))))
+        out.append((rs[-1], float(np.median(vals)) if vals else None))
     return out
 
 

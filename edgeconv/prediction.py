@@ -58,8 +58,8 @@ def linear_terms(f: dict) -> list[float]:
 
 
 class BlockModel:
-    """Block p50 from features: the non-negative line of ``linear_terms`` times a boosted
-    correction of its ratio (see the module docstring)."""
+    """Block time (p50 or min) from features: the non-negative line of ``linear_terms`` times a
+    boosted correction of its ratio (see the module docstring)."""
 
     def __init__(self, feats: list[dict], ms: np.ndarray):
         from scipy.optimize import nnls
@@ -100,7 +100,7 @@ class Predictor:
         self.unrecorded = {k for k in LATER if any(k not in r["arch"] for r, _ in blocks)}
         self.model = BlockModel(self._known([r["arch"] for r, _ in blocks]), np.array([t for _, t in blocks]))
         self.blocks = len(blocks)
-        # the profiled models, (model, side, folder): the whole model's p50 and its blocks' (p50,
+        # the profiled models, (model, side, folder): the whole model's time and its blocks' (time,
         # features), the blocks found by the files the whole model's record lists (a block two
         # profiles share, such as a classifier at the same width, is one file timed once), or in
         # profiles that list none, by folder
@@ -238,6 +238,7 @@ def predict(model, device: str, *, runtime: str = "onnxruntime", precision: str 
     ms = p.block_ms([f for _, f in feats])
     side = "twin" if twin else "model"
     return {"model": net.card.name, "twin": twin, "device": device, "runtime": runtime, "precision": precision,
-            "statistic": statistic, "predicted_ms": p.total_ms(ms, [f for _, f in feats], side), "sum_of_blocks_ms": float(np.sum(ms)),
+            "statistic": statistic, "predicted_ms": p.total_ms(ms, [f for _, f in feats], side),
+            "sum_of_blocks_ms": float(np.sum(ms)),
             "blocks": [{"block": n, "macs": f["macs"], "predicted_ms": float(t)} for (n, f), t in zip(feats, ms)],
             "fit": {"block_records": p.blocks, **p.whole_fit(side), "emulated": p.emulated}}

@@ -105,7 +105,7 @@ def test_predict_from_the_profile(local_profile):
 
 def test_predictor_takes_the_median_of_a_file_timed_again(local_profile):
     """A file timed more than once (bench --force, rounds) counts with the median of its p50s,
-    not with whichever timing came last; with --statistic min, with its fastest run of all."""
+    not with whichever timing came last; with --statistic min, the median of their fastest runs."""
     from edgeconv.benchmark import record_stats
     from edgeconv.prediction import Predictor
     recs = ResultsFile(local_profile / "results.jsonl").records()
@@ -124,7 +124,7 @@ def test_predictor_takes_the_median_of_a_file_timed_again(local_profile):
     assert whole_ms([again(3.0), {**again(1 / 3), "status": "error"}]) == pytest.approx(2 * m)  # failed: not a timing
     fastest = Predictor(recs + [again(3.0), again(0.5)], "local", "onnxruntime", "int8", "min")
     assert next(v["whole_ms"] for (_, side, _), v in fastest.profiled.items() if side == "model") == pytest.approx(
-        0.5 * record_stats(whole)["min"])   # min: the fastest run of any timing
+        record_stats(whole)["min"])   # the min likewise: the median of the timings' fastest runs
 
 
 def test_predict_the_fastest_run(local_profile):
