@@ -26,8 +26,14 @@ from edgeconv.benchmark import TimingConfig, bench, stats
 HERE = Path(__file__).resolve().parent
 
 
-def pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
+def pct(v, digits: int = 1) -> str:
+    return "-" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def cov(v) -> float | None:
+    """std / mean (None for fewer than two values)."""
+    v = np.asarray(v, dtype=np.float64)
+    return float(v.std(ddof=1) / v.mean()) if len(v) > 1 else None
 
 
 def windows(samples_ms, t_s, width: float = 1.0) -> dict:
@@ -39,11 +45,8 @@ def windows(samples_ms, t_s, width: float = 1.0) -> dict:
     k = ((t - t[0]) // width).astype(int)
     groups = [x[k == i] for i in np.unique(k)]
     groups = [g for g in groups if len(g) >= 5]
-    p50, low = np.array([np.median(g) for g in groups]), np.array([g.min() for g in groups])
-
-    def cov(v):
-        return float(v.std(ddof=1) / v.mean()) if len(v) > 1 else None
-    return {"windows": len(groups), "window_p50_cov": cov(p50), "window_min_cov": cov(low)}
+    return {"windows": len(groups), "window_p50_cov": cov([np.median(g) for g in groups]),
+            "window_min_cov": cov([g.min() for g in groups])}
 
 
 def main():
@@ -83,19 +86,17 @@ def main():
         print(f"repeat {i}: n={s['n']} p50={s['p50']:.4f} ms p90={s['p90']:.4f} ms min={s['min']:.4f} ms "
               f"CoV(within)={100 * s['cov']:.1f}%; {w['windows']} 1-s windows: p50 CoV {pct(w['window_p50_cov'])}, "
               f"min CoV {pct(w['window_min_cov'])}")
-    p50 = np.array([r["p50_ms"] for r in repeats])
-    fastest = np.array([r["min_ms"] for r in repeats])
-    out = {"model": a.model, "width": a.width, "input_size": net.input_shape[-1], "format": a.format, "precision": a.precision,
-           "threads": a.threads, "timing": vars(cfg), "repeats": repeats,
-           "p50_cov_across_repeats": float(p50.std(ddof=1) / p50.mean()), "goal": 0.03,
-           "min_cov_across_repeats": float(fastest.std(ddof=1) / fastest.mean()), "pinned": a.pin,
+    out = {"model": a.model, "width": a.width, "input_size": net.input_shape[-1], "format": a.format,
+           "precision": a.precision, "threads": a.threads, "timing": vars(cfg), "repeats": repeats,
+           "p50_cov_across_repeats": cov([r["p50_ms"] for r in repeats]), "goal": 0.03,
+           "min_cov_across_repeats": cov([r["min_ms"] for r in repeats]), "pinned": a.pin,
            "host": {"cpu": platform.processor(), "machine": platform.machine()},
            "note": "2-core shared machine with other jobs running: noisy",
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2))
-    print(f"p50 CoV across {a.repeats} repeats: {100 * out['p50_cov_across_repeats']:.2f}% (goal < 3%), "
-          f"min: {100 * out['min_cov_across_repeats']:.2f}% -> {a.out}")
+    print(f"p50 CoV across {a.repeats} repeats: {pct(out['p50_cov_across_repeats'], 2)} (goal < 3%), "
+          f"min: {pct(out['min_cov_across_repeats'], 2)} -> {a.out}")
 
 
 if __name__ == "__main__":

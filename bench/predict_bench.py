@@ -77,7 +77,7 @@ def evaluate(records, jobs, held_jobs, runtime, precision, rounds, key, statisti
     import numpy as np
 
     from edgeconv.benchmark import record_stats, repeated
-    from edgeconv.prediction import Predictor, model_features
+    from edgeconv.prediction import Predictor
     fit = {(j.entry.sha256, j.block) for j in jobs}
     predictor = Predictor([r for r in records if (r.get("sha256"), r.get("block")) in fit], "local", runtime, precision,
                           statistic)
@@ -85,14 +85,13 @@ def evaluate(records, jobs, held_jobs, runtime, precision, rounds, key, statisti
     timed = repeated(records)
     used = [r["timestamp"] for j in jobs + [j for _, j in held_jobs.values()] for r in timed.get(key(j), [])]
     rows = []
-    for (m, w, s), (net, j) in held_jobs.items():
+    for (m, w, s), (feats, j) in held_jobs.items():
         vals = [record_stats(r)[statistic] for r in timed.get(key(j), [])]
         if not vals:
             print(f"{label} {m} w{w} s{s}: no round ran", flush=True)
             continue
         measured = float(np.median(vals))   # as the predictor counts a file timed more than once
-        feats = model_features(net)
-        predicted = predictor.total_ms(predictor.block_ms([f for _, f in feats]), [f for _, f in feats], "model")
+        predicted = predictor.total_ms(predictor.block_ms(feats), feats, "model")
         # a model some round missed counts as not repeatable
         spread = max(abs(t / measured - 1) for t in vals) if len(vals) >= rounds else None
         rows.append({"model": m, "width": w, "input_size": s, "measured_ms": measured,
@@ -141,6 +140,7 @@ def main() -> int:
     from edgeconv.data import calibration
     from edgeconv.device.inventory import get_device
     from edgeconv.exporters import export
+    from edgeconv.prediction import model_features
     from edgeconv.profiling import plan_profile
     from edgeconv.quantize import QuantRecipe
     from edgeconv.zoo import create_model
@@ -176,7 +176,7 @@ def main() -> int:
             for w, s in held[m]:
                 net, art = held_export(m, w, s, fmt, precision)
                 name = art.name_of(fmt, precision)
-                held_jobs[(m, w, s)] = (net, Job(art, name, art.files[name], 1))
+                held_jobs[(m, w, s)] = ([f for _, f in model_features(net)], Job(art, name, art.files[name], 1))
         held_sha = {j.entry.sha256 for _, j in held_jobs.values()}
         if a.export_only:
             print(f"{runtime} {precision}: exported in {time.time() - t0:.0f} s", flush=True)

@@ -85,7 +85,7 @@ class Predictor:
     def __init__(self, records: list[dict], device: str, runtime: str, precision: str, statistic: str = "p50"):
         from .benchmark import file_timings
         from .profiling import PEAK
-        self.device, self.runtime, self.precision, self.statistic = device, runtime, precision, statistic
+        self.device, self.runtime, self.precision = device, runtime, precision
         # (newest record, its time by the statistic) per file
         recs = [(r, t) for r, t in file_timings(records, statistic) if t is not None and r["device"]["name"] == device
                 and r.get("runtime") == runtime and r.get("precision") == precision and isinstance(r.get("arch"), dict)
