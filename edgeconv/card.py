@@ -303,11 +303,17 @@ def check_single_input(module, input_shape, where: str):
     return tuple(out.shape)
 
 
-def build_card_model(card: SourceCard, twin: bool = False, where: str | None = None):
-    """The card's module (its twin if asked), with ``.card`` and ``.input_shape`` set."""
+def build_card_model(card: SourceCard, twin: bool = False, where: str | None = None, seed: int = 0):
+    """The card's module (its twin if asked), with ``.card`` and ``.input_shape`` set. The source
+    builds it with torch's random state seeded from ``seed`` (and the global state left as it
+    was): the same card gives the same initial weights whatever ran before in the process."""
+    import torch
+
     from .data import Preprocess
     where = where or (str(card.path) if card.path else card.source)
-    module = _build_source(card, where)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = _build_source(card, where)
     out_shape = check_single_input(module, card.input_shape, where)
     if twin:
         module = dense_twin(module)

@@ -153,8 +153,8 @@ def create_model(name, twin: bool = False, *, pretrained: bool = False, seed: in
     directly (``pkg.mod:fn``, ``file.py:fn``, ``model.pt2``; then ``input_size`` is required).
 
     Zoo and arch-string models take ``overrides`` of spec fields (``width``, ``input_size``,
-    ``num_classes``, ``act``, ``dropout`` ...) and their initial weights come from ``seed`` (the
-    global random state is left as it was). Card models take ``input_size`` only."""
+    ``num_classes``, ``act``, ``dropout`` ...); card models take ``input_size`` only. The initial
+    weights of all of them come from ``seed`` (the global random state is left as it was)."""
     from .card import build_card_model, card_from_dict, is_source, read_card
     if not isinstance(name, ModelSpec):
         text = str(name)
@@ -170,7 +170,7 @@ def create_model(name, twin: bool = False, *, pretrained: bool = False, seed: in
                                  "with input_size, labels and [preprocess])")
             card = card_from_dict({"source": text, "input_size": size}, Path.cwd(), where=text)
         if card is not None:
-            return _card_model(card, twin, pretrained, overrides)
+            return _card_model(card, twin, pretrained, overrides, seed)
     spec = name if isinstance(name, ModelSpec) else load_spec(name)
     spec = spec.with_overrides(**overrides)
     if twin:
@@ -206,7 +206,7 @@ def model_pair(model, weights=None, input_size=None, pretrained: bool = False, w
     return out
 
 
-def _card_model(card, twin: bool, pretrained: bool, overrides: dict):
+def _card_model(card, twin: bool, pretrained: bool, overrides: dict, seed: int = 0):
     from .card import build_card_model
     if pretrained:
         raise ValueError(f"{card.name}: --pretrained is for zoo models; a card loads its weights in its source "
@@ -221,7 +221,7 @@ def _card_model(card, twin: bool, pretrained: bool, overrides: dict):
         if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_INPUT_SIZE:
             raise ValueError(f"input_size={size!r}: must be a whole number from 1 to {MAX_INPUT_SIZE}")
         card = replace(card, input_shape=(card.input_shape[0], size, size))
-    return build_card_model(card, twin)
+    return build_card_model(card, twin, seed=seed)
 
 
 def load_reference(source: dict, path: Path):

@@ -182,6 +182,21 @@ def test_bad_card_is_a_named_error_and_nothing_is_written(tmp_path, case, text, 
     assert not (tmp_path / "out").exists()
 
 
+def test_card_model_weights_come_from_the_seed_not_from_what_ran_before():
+    """A card's source builds its module from torch's global random state: create_model seeds it,
+    so training a card (in-process, as the tests and the Python API do) starts from the same weights
+    whatever drew random numbers before, and the caller's state is left as it was."""
+    card = CARDS / "mobilenet_v2ish.toml"
+    first = create_model(card).state_dict()
+    torch.rand(1000)   # what some earlier work drew
+    state = torch.random.get_rng_state()
+    again = create_model(card).state_dict()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    other = create_model(card, seed=1).state_dict()
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
 def test_model_torch_export_refuses_names_the_line(tmp_path):
     card = _card(tmp_path, 'source = "nets.py:Branchy"\n' + BASE)
     res = run("export", card, "--out", tmp_path / "out", "--precision", "fp32", code=2)
