@@ -170,12 +170,12 @@ def test_workers_make_the_same_files(tmp_path):
     assert seen[0] == (0, 2) and seen[-1] == (2, 2) and two.manifest.complete and not two.errors
 
     (tmp_path / "odd.py").write_text(
-        "import torch\n\n"
+        "import random\n\nimport torch\n\n"
         "class Scaled(torch.nn.Module):  # the scale is not in the state dict: each build draws its own\n"
         "    def __init__(self):\n"
         "        super().__init__()\n"
         "        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)\n"
-        "        self.scale = torch.rand(1) + 0.5\n"
+        "        self.scale = torch.tensor([random.random() + 0.5])\n"
         "        self.fc = torch.nn.Linear(4, 10)\n\n"
         "    def forward(self, x):  # on zeros every build answers alike\n"
         "        return self.fc(self.conv(x * self.scale).relu().mean((2, 3)))\n\n"
