@@ -186,11 +186,26 @@ def digits_run(tmp_path_factory):
     format, checked, benched), made the hard way: killed (SIGKILL) once its bench stage has
     written two records, then run again to the end. Returns the folder, what the kill left
     (run.json, record count, mtimes of a checkpoint and an export) and the second run's output.
-    Readers that write into it work on a copy."""
+    Readers that write into it work on a copy. Under pytest-xdist (make test) the workers share
+    one: the first to need it makes it, another waits for it."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return _digits_run(tmp_path_factory.mktemp("run"))
+    from filelock import FileLock
+    shared = tmp_path_factory.getbasetemp().parent   # the workers' common base folder
+    made = shared / "digits_run.json"
+    with FileLock(str(shared / "digits_run.lock")):
+        if not made.exists():
+            out, killed, output = _digits_run(shared / "digits_run")
+            made.write_text(json.dumps({"out": str(out), "killed": killed, "output": output}))
+        doc = json.loads(made.read_text())
+    return Path(doc["out"]), doc["killed"], doc["output"]
+
+
+def _digits_run(d: Path):
     from click.testing import CliRunner
 
     from edgeconv.cli import main
-    d = tmp_path_factory.mktemp("run")
+    d.mkdir(parents=True, exist_ok=True)
     cfg = d / "fast.toml"
     cfg.write_text(DIGITS_RUN)
     out = d / "run"
