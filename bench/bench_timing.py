@@ -31,9 +31,8 @@ def pct(v, digits: int = 1) -> str:
 
 
 def cov(v) -> float | None:
-    """std / mean (None for fewer than two values)."""
-    v = np.asarray(v, dtype=np.float64)
-    return float(v.std(ddof=1) / v.mean()) if len(v) > 1 else None
+    """std / mean, as ``stats`` has it (None for fewer than two values)."""
+    return stats(v)["cov"] if len(v) > 1 else None
 
 
 def windows(samples_ms, t_s, width: float = 1.0) -> dict:
