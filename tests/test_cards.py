@@ -83,7 +83,9 @@ def test_exported_every_conv_int8_verified_and_checked(trained_card):
             else:
                 assert r["ops_int8"] == r["ops"], (e.format, r["float_ops"])
     run("verify", root / "art")
-    res = run("check", root / "art", "--data", "digits", "--limit", "200")
+    # all 500 held-out digits: on 200, one image is 0.5 points, and three flipped images (ONNX Runtime
+    # int8 on an AVX-512 VNNI CPU: -1.5 [-3.2, +0.2]) crossed the 1-point gate; on 500 the same files: -0.8
+    res = run("check", root / "art", "--data", "digits")
     acc = json.loads((root / "art" / "accuracy.json").read_text())
     assert acc["ok"] and all(r["fp32"]["top1"] > 0.5 for r in acc["rows"]), res.output
 
