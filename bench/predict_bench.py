@@ -8,8 +8,9 @@ width multipliers 0.35-1.0 x input sizes 96-224, each exported whole and timed w
 method. A shared VM's speed moves by tens of percent within minutes, and the predictor fits
 absolute times, so the timing runs in --rounds rounds, each in random order: every profiled and
 held-out whole model once per round, and a share of the block micro-models (each block file at
-least once in all). A drift of the machine's speed then falls on fit and held-out alike; a whole model counts
-with the median of its rounds (as `edgeconv predict` takes the median of a file timed more than
+least once in all), up to 16 files in one agent process as `edgeconv profile` times them. A
+drift of the machine's speed then falls on fit and held-out alike; a whole model counts with the
+median of its rounds (as `edgeconv predict` takes the median of a file timed more than
 once), and how far its rounds lie apart is reported beside the errors: a prediction cannot be
 shown to be within +-10% of a measurement that does not repeat to +-10%. All of it twice, from
 the same records: for the p50 of a file's runs (the goal's statistic) and for their min (as
@@ -141,12 +142,13 @@ def main() -> int:
     from edgeconv.device.inventory import get_device
     from edgeconv.exporters import export
     from edgeconv.prediction import model_features
-    from edgeconv.profiling import plan_profile
+    from edgeconv.profiling import FILES_PER_AGENT, plan_profile
     from edgeconv.quantize import QuantRecipe
     from edgeconv.zoo import create_model
 
     work = Path(a.work)
-    cfg = TimingConfig(warmup=5, min_runs=20, min_seconds=a.min_seconds, affinity=None)
+    cfg = TimingConfig(warmup=5, min_runs=20, min_seconds=a.min_seconds, affinity=None,
+                       files_per_agent=FILES_PER_AGENT)
     dev = get_device("local")
     recipe = QuantRecipe(calib_count=16)
     models = a.models.split(",")

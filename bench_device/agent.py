@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""edgeconv device agent: runs one exported model file and prints one JSON document.
+"""edgeconv device agent: runs exported model files and prints one JSON document.
 
 Needs only the Python standard library, numpy and one runtime, so it runs on a bare
 Raspberry Pi OS / Debian arm64 board, an emulated arm64 machine, or the host. The host
@@ -14,9 +14,13 @@ Timing method (single stream, one inference at a time, after MLPerf Mobile's rul
 shortened for development): ``--warmup`` untimed runs, then timed runs until both
 ``--min-runs`` and ``--min-seconds`` are reached (capped by ``--max-seconds``). Every run
 is timed alone with a monotonic clock and kept in ``samples_ms``; statistics are computed
-from those samples by the reader, never here.
+from those samples by the reader, never here. Several files on one command line are timed
+one after another in this one process (a profile's many micro-models pay the interpreter's
+start-up and the runtime's import once); each record says which of the process's files it was,
+and only the first one's peak RSS is its own.
 
     python3 agent.py MODEL_FILE --runtime onnxruntime --threads 1,4
+    python3 agent.py FILE_A FILE_B FILE_C --runtime litert       # one record per file, in order
     python3 agent.py MODEL_FILE --inputs x.npy --outputs y.npy   # run given inputs
     python3 agent.py --facts                                     # device facts and runtimes
 """
@@ -35,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-AGENT_VERSION = 3
+AGENT_VERSION = 4
 SCHEMA_VERSION = 1
 RUNTIMES: dict[str, type] = {}
 
@@ -479,7 +483,8 @@ def bench(path: str, runtime: str | None, threads: int, warmup: int, min_runs: i
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", nargs="?", help="model file (.onnx, .tflite or .pte) with manifest.json beside it")
+    p.add_argument("model", nargs="*", help="model files (.onnx, .tflite or .pte), each with manifest.json beside "
+                   "it; several are timed one after another in this process")
     p.add_argument("--runtime", choices=sorted(RUNTIMES), help="default: by file suffix")
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,4")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
@@ -499,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="exit when stdin closes (the host's connection), leaving nothing running; the "
                         "pid goes to agent.pid in the working folder, for a later clean-up")
     a = p.parse_args(argv)
+    if a.inputs and len(a.model) != 1:
+        p.error(f"--inputs runs one model file, not {len(a.model)}")
     if a.exit_with_stdin:
         Path("agent.pid").write_text(str(os.getpid()))
         watch_stdin()
@@ -522,15 +529,21 @@ def main(argv: list[str] | None = None) -> int:
         doc["throttled"] = throttled()
         doc["temp_c"] = temperature_c()
     elif a.inputs:
-        session = Session(a.model, a.runtime, int(a.threads.split(",")[0]))
+        session = Session(a.model[0], a.runtime, int(a.threads.split(",")[0]))
         y = session.run(np.load(a.inputs).astype(np.float32))
         np.save(a.outputs or "outputs.npy", y)
         doc.update(status="ok", runtime=session.runtime_name, outputs=a.outputs or "outputs.npy",
                    shape=list(y.shape))
     else:
-        doc["records"] = [bench(a.model, a.runtime, int(t), a.warmup, a.min_runs, a.min_seconds,
-                                a.max_seconds, a.sustained_seconds, a.sample_every, a.op_profile_runs)
-                           for t in a.threads.split(",")]
+        doc["records"] = []
+        for path in a.model:
+            for t in a.threads.split(","):
+                rec = bench(path, a.runtime, int(t), a.warmup, a.min_runs, a.min_seconds, a.max_seconds,
+                            a.sustained_seconds, a.sample_every, a.op_profile_runs)
+                rec["path"], rec["process_index"] = path, len(doc["records"])
+                if rec["process_index"]:  # the process's high-water mark, not this file's
+                    rec["peak_rss_mb"] = None
+                doc["records"].append(rec)
     print(json.dumps(doc))
     return 0
 

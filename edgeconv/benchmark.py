@@ -43,10 +43,11 @@ class TimingConfig:
     sample_every: float = 5.0
     drift_threshold: float = DRIFT_THRESHOLD
     op_profile_runs: int = 0   # then, runs under the runtime's op profiler (ONNX Runtime), a cross-check
+    files_per_agent: int = 1   # files timed one after another in one agent process (profile: many small ones)
 
     def __post_init__(self):
-        for name in ("warmup", "min_runs", "op_profile_runs"):
-            v, least = getattr(self, name), 1 if name == "min_runs" else 0
+        for name in ("warmup", "min_runs", "op_profile_runs", "files_per_agent"):
+            v, least = getattr(self, name), 1 if name in ("min_runs", "files_per_agent") else 0
             if not isinstance(v, int) or isinstance(v, bool) or v < least:
                 raise ValueError(f"{name}={v!r}: must be a whole number >= {least}")
         for name in ("min_seconds", "max_seconds", "sustained_seconds", "sample_every", "drift_threshold"):
@@ -341,22 +342,61 @@ def _device_fields(facts: dict, rec: dict) -> dict:
             "hostname": facts.get("hostname"), "os": facts.get("os")}
 
 
-def run_job(session, job: Job, cfg: TimingConfig, rec: dict) -> None:
-    """Time ``job`` on the device of ``session`` and fill ``rec`` in place."""
-    job.artifact.checked(job.file)  # the file is the one the manifest describes, before it is timed
-    doc = session.bench(job.path, job.runtime, job.threads, cfg)
+def fill_record(rec: dict, doc: dict, cfg: TimingConfig) -> None:
+    """Fill ``rec`` in place from the agent's document for its file (or a native tool's fields)."""
     if "records" not in doc:  # a native tool's parsed output
         rec.update(doc, status="ok", error=None)
         return
     r = doc["records"][0]
     rec["device"].update(_device_fields(doc.get("device", {}), r))
     for k in ("runtime_version", "samples_ms", "samples_t_s", "telemetry", "load_ms", "first_ms", "peak_rss_mb",
-              "op_profile", "status", "error", "traceback"):
+              "op_profile", "status", "error", "traceback", "process_index"):
         if k in r:
             rec[k] = r[k]
     rec["agent_version"] = doc.get("agent_version")
     if cfg.sustained_seconds and rec["status"] == "ok":
         rec["drift"] = drift(rec, cfg.drift_threshold)
+
+
+def agent_batches(todo: list[Job], cfg: TimingConfig) -> list[list[Job]]:
+    """``todo`` in order, cut into the groups one agent process times: consecutive jobs of one
+    runtime and thread count, at most ``cfg.files_per_agent`` of them (a sustained run alone)."""
+    out: list[list[Job]] = []
+    size = 1 if cfg.sustained_seconds else cfg.files_per_agent
+    for j in todo:
+        last = out[-1] if out else None
+        if last and len(last) < size and (last[0].runtime, last[0].threads) == (j.runtime, j.threads):
+            last.append(j)
+        else:
+            out.append([j])
+    return out
+
+
+def run_batch(session, batch: list[Job], cfg: TimingConfig, recs: list[dict]) -> None:
+    """Time the jobs of ``batch`` in one agent process on the device of ``session`` and fill
+    their records in place. A file that fails its manifest check, or cannot be run, gets an error
+    record; if the agent process dies, each of its files is timed again alone, so one file that
+    crashes the runtime costs only its own record."""
+    ok = []
+    for job, rec in zip(batch, recs):
+        try:
+            job.artifact.checked(job.file)  # the file is the one the manifest describes, before it is timed
+            ok.append((job, rec))
+        except ArtifactError as e:
+            rec["error"] = str(e)
+    if not ok:
+        return
+    try:
+        docs = session.bench([j.path for j, _ in ok], ok[0][0].runtime, ok[0][0].threads, cfg)
+    except (TransportError, OSError) as e:
+        if len(ok) == 1:
+            ok[0][1]["error"] = f"{type(e).__name__}: {e}"
+            return
+        for job, rec in ok:
+            run_batch(session, [job], cfg, [rec])
+        return
+    for (_, rec), doc in zip(ok, docs):
+        fill_record(rec, doc, cfg)
 
 
 def pending(device, jobs: list[Job], done: set) -> list[Job]:
@@ -384,18 +424,20 @@ def device_records(device, todo: list[Job], cfg: TimingConfig, run_id: str, prog
             yield rec
         return
     try:
-        for i, job in enumerate(todo):
-            rec = base_record(job, device, cfg, run_id)
+        i = 0
+        for batch in agent_batches(todo, cfg):
+            job = batch[0]
             if progress:
+                more = f" and {len(batch) - 1} more in one agent" if len(batch) > 1 else ""
                 progress(device.name, i, len(todo), f"{job.file}{' ' + job.block if job.block else ''} "
-                                                    f"{job.runtime} t{job.threads}")
-            try:
-                run_job(session, job, cfg, rec)
-            except (TransportError, OSError, ArtifactError) as e:
-                rec["error"] = f"{type(e).__name__}: {e}" if not isinstance(e, ArtifactError) else str(e)
-            if rec["status"] == "ok" and not rec.get("samples_ms") and rec.get("timing") == "samples":
-                rec.update(status="error", error=rec.get("error") or "no samples")
-            yield rec
+                                                    f"{job.runtime} t{job.threads}{more}")
+            recs = [base_record(j, device, cfg, run_id) for j in batch]
+            run_batch(session, batch, cfg, recs)
+            for rec in recs:
+                if rec["status"] == "ok" and not rec.get("samples_ms") and rec.get("timing") == "samples":
+                    rec.update(status="error", error=rec.get("error") or "no samples")
+                yield rec
+            i += len(batch)
         if progress:
             progress(device.name, len(todo), len(todo), "done")
     finally:

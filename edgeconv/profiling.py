@@ -6,7 +6,9 @@ micro-model at its real input shape, exported in the chosen format and precision
 calibrated on the block's real inputs, captured by running the calibration data through the
 fp32 model. Every block, the whole model (to hold the sum of blocks against it: fusion and
 per-call overheads) and a dense 3x3 conv (the device's attainable peak) are timed on the device
-with the usual method; the records go to the results file with a ``block`` field
+with the usual method, up to ``FILES_PER_AGENT`` files in one agent process (a board's or an
+emulator's interpreter start-up and runtime import paid once for them, not per file); the
+records go to the results file with a ``block`` field
 (``model:blocks.3``, ``twin:blocks.3``, ``peak:_peak``; none for the whole models) and the
 block's features in ``arch`` (MACs, weight and activation bytes, conv kinds, kernel, stride), so
 a profile resumes like any bench run and ``edgeconv.predict`` can learn from it.
@@ -30,6 +32,7 @@ import numpy as np
 from .artifact import FORMATS, PRECISIONS
 
 OP_PROFILE_RUNS = 20      # runs under ONNX Runtime's op profiler, after each file's timing
+FILES_PER_AGENT = 16      # block micro-models timed in one agent process (its start-up paid once)
 PEAK = "_peak"            # the dense-conv micro-model: the device's attainable GMAC/s
 WHOLE = None               # the block field of a whole-model record
 KINDS = ("standard", "pointwise", "depthwise", "grouped", "linear")
@@ -256,6 +259,8 @@ def profile(model: str, device: str = "local", *, runtime: str = "onnxruntime", 
     cfg = cfg or TimingConfig()
     if runtime == "onnxruntime" and not cfg.op_profile_runs:
         cfg = replace(cfg, op_profile_runs=OP_PROFILE_RUNS)
+    if cfg.files_per_agent == 1:
+        cfg = replace(cfg, files_per_agent=FILES_PER_AGENT)
     run_jobs(jobs, [dev], rf, cfg, force=force, progress=progress)
     t = table(rf.records(warn=False), device, runtime, precision, model_name=jobs[0].artifact.manifest.model)
     if rf.path.parent.resolve() == out.resolve():

@@ -272,6 +272,37 @@ def test_bench_failed_run_is_an_error_record(tiny_artifact, tmp_path):
     assert recs and all(r["status"] == "error" and "cannot load" in r["error"] for r in recs)
 
 
+def test_files_share_an_agent_and_one_that_kills_it_loses_only_its_own_record(tiny_artifact, tmp_path):
+    import shutil
+    import sys
+    crashing = tmp_path / "crashing"
+    shutil.copytree(tiny_artifact, crashing)
+    # the device's interpreter: the real agent, except that the process aborts (as a runtime that
+    # crashes would) once it is asked to time a file of the folder above
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!{sys.executable}\nimport os, runpy, sys\n"
+                       "if any('/crashing/' in a for a in sys.argv[2:]): os.abort()\n"
+                       "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n")
+    wrapper.chmod(0o755)
+    inv = tmp_path / "devices.toml"
+    inv.write_text(f'[devices.box]\ntransport = "local"\npython = "{wrapper}"\n')
+    cfg = TimingConfig(warmup=1, min_runs=3, min_seconds=0, files_per_agent=8)
+    one = bench([tiny_artifact], ["box"], tmp_path / "one.jsonl", inventory=inv, runtimes=["onnxruntime"], cfg=cfg)
+    assert [r["status"] for r in one] == ["ok", "ok"]
+    assert [r["process_index"] for r in one] == [0, 1]  # both files in one agent process
+    assert one[0]["peak_rss_mb"] and one[1]["peak_rss_mb"] is None  # a process's high-water mark is the first file's
+    recs = bench([tiny_artifact, crashing], ["box"], tmp_path / "r.jsonl", inventory=inv, runtimes=["onnxruntime"],
+                 cfg=cfg)
+    by_folder = {}
+    for r in recs:
+        by_folder.setdefault(Path(r["artifact"]).name, []).append(r)
+    assert [r["status"] for r in by_folder["crashing"]] == ["error", "error"]
+    assert all("the agent failed" in r["error"] for r in by_folder["crashing"])
+    ok = by_folder[tiny_artifact.name]
+    assert [r["status"] for r in ok] == ["ok", "ok"] and all(len(r["samples_ms"]) >= 3 for r in ok)
+    assert [r["process_index"] for r in ok] == [0, 0]  # timed again, each alone, after the shared agent died
+
+
 def test_compare_cli(tmp_path):
     out = tmp_path / "cmp"
     args = ["compare", "tiny", "--formats", "tflite", "--precision", "int8", "--out", str(out),

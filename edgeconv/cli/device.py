@@ -167,10 +167,15 @@ def setup_arm64(with_executorch, force):
                    "throttling, and flag a p50 that drifts between the first and last minute.")
 @click.option("--drift-threshold", default=5.0, show_default=True, callback=positive("drift-threshold"),
               help="With --sustained: percent change of p50 that flags a run.")
+@click.option("--files-per-agent", default=1, show_default=True, callback=positive("files-per-agent", 1),
+              help="Time up to this many files in one agent process, paying the device's interpreter start-up "
+                   "and runtime import once (2-3 s a file under qemu-arm64 here). Then the load and "
+                   "first-run times of all but the first file are those of a warm process, and only the "
+                   "first has a peak RSS.")
 @cluster_option
 @timing_options
 def bench_cmd(artifact_dirs, devices, inventory, runtimes, threads, precision, results, force, sustained,
-              drift_threshold, cluster, warmup, min_runs, min_seconds, max_seconds, affinity):
+              drift_threshold, files_per_agent, cluster, warmup, min_runs, min_seconds, max_seconds, affinity):
     """Time every model file of ARTIFACT_DIRS on the devices and append one record per
     (file, runtime, device, threads) to --results. Running it again resumes: runs already
     in the file with status ok are skipped (unless --force).
@@ -187,7 +192,7 @@ def bench_cmd(artifact_dirs, devices, inventory, runtimes, threads, precision, r
     cfg = TimingConfig(warmup, min_runs, min_seconds, max_seconds, affinity,
                        sustained_seconds=60 * sustained if sustained else 0.0,
                        sample_every=min(5.0, max(0.5, 60 * sustained / 12)) if sustained else 5.0,
-                       drift_threshold=drift_threshold / 100)
+                       drift_threshold=drift_threshold / 100, files_per_agent=files_per_agent)
     with Progress() as progress:
         recs = bench(artifact_dirs, csv_option(devices, _anything, "--device"), results, inventory=inventory,
                      runtimes=csv_option(runtimes, RUNTIMES, "--runtime", required=False) or None,

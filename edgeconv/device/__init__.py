@@ -7,8 +7,9 @@ shell reads them (ssh, adb shell) every element is quoted with ``shlex.quote``. 
 named in an inventory file (see ``bench_device/devices.example.toml`` and ``inventory.py``).
 
 ``AgentSession`` is the one sequence that talks to a device: open the transport, copy the
-agent there, then ``facts()``, ``bench(file, ...)`` (a timed run) or ``run_inputs(file, x)``
-(outputs for given inputs), and clean up however it ends. Nothing here imports torch.
+agent there, then ``facts()``, ``bench(files, ...)`` (timed runs, several files in one agent
+process) or ``run_inputs(file, x)`` (outputs for given inputs), and clean up however it ends.
+Nothing here imports torch.
 """
 from __future__ import annotations
 
@@ -162,14 +163,17 @@ class AgentSession:
             return facts
         return self._agent(["--facts"])
 
-    def bench(self, path: Path, runtime: str, threads: int, timing) -> dict:
-        """One timed run of ``path`` (``timing``: warmup, min_runs, min_seconds, max_seconds,
-        affinity, sustained_seconds, sample_every): the agent's document, or for a native tool
-        its parsed timing fields."""
-        remote = self.push_model(path)
+    def bench(self, paths: list[Path], runtime: str, threads: int, timing) -> list[dict]:
+        """Timed runs of the files ``paths`` (``timing``: warmup, min_runs, min_seconds, max_seconds,
+        affinity, sustained_seconds, sample_every), one after another in one agent process: per
+        file, the agent's document with that file's record, or for a native tool its parsed
+        timing fields. A failed file is an error record; an agent that dies (a runtime crashing
+        the process) raises ``TransportError`` and the records of its files are lost."""
+        paths = [Path(p) for p in paths]
+        remotes = [self.push_model(p) for p in paths]
         if not self.has_python:
-            return self._native(path, remote, threads, timing)
-        args = [remote, "--runtime", runtime, "--threads", str(threads), "--warmup", str(timing.warmup),
+            return [self._native(p, r, threads, timing) for p, r in zip(paths, remotes)]
+        args = [*remotes, "--runtime", runtime, "--threads", str(threads), "--warmup", str(timing.warmup),
                 "--min-runs", str(timing.min_runs), "--min-seconds", str(timing.min_seconds),
                 "--max-seconds", str(timing.max_seconds)]
         if timing.affinity:
@@ -180,7 +184,12 @@ class AgentSession:
         if getattr(timing, "op_profile_runs", 0):
             args += ["--op-profile-runs", str(timing.op_profile_runs)]
         longest = max(timing.max_seconds, getattr(timing, "sustained_seconds", 0) or 0)
-        return self._agent(args, timeout=longest * 2 + self.transport.default_timeout / 4)
+        doc = self._agent(args, timeout=len(paths) * longest * 2 + self.transport.default_timeout / 4)
+        recs = doc.pop("records", [])
+        if [r.get("path") for r in recs] != remotes:
+            raise TransportError(f"device {self.device.name!r}: the agent returned records for "
+                                 f"{[r.get('path') for r in recs]}, not for {remotes}")
+        return [{**doc, "records": [r]} for r in recs]
 
     def _native(self, path: Path, remote: str, threads: int, timing) -> dict:
         from ..artifact import FORMATS
