@@ -286,13 +286,17 @@ def test_files_share_an_agent_and_one_that_kills_it_loses_only_its_own_record(ti
     wrapper.chmod(0o755)
     inv = tmp_path / "devices.toml"
     inv.write_text(f'[devices.box]\ntransport = "local"\npython = "{wrapper}"\n')
-    cfg = TimingConfig(warmup=1, min_runs=3, min_seconds=0, files_per_agent=8)
-    one = bench([tiny_artifact], ["box"], tmp_path / "one.jsonl", inventory=inv, runtimes=["onnxruntime"], cfg=cfg)
+    res = CliRunner().invoke(main, ["bench", str(tiny_artifact), "--device", "box", "--inventory", str(inv),
+                                    "--runtime", "onnxruntime", "--files-per-agent", "8", "--results",
+                                    str(tmp_path / "one.jsonl"), "--warmup", "1", "--min-runs", "3",
+                                    "--min-seconds", "0"])
+    assert res.exit_code == 0, res.output
+    one = ResultsFile(tmp_path / "one.jsonl").records()
     assert [r["status"] for r in one] == ["ok", "ok"]
     assert [r["process_index"] for r in one] == [0, 1]  # both files in one agent process
     assert one[0]["peak_rss_mb"] and one[1]["peak_rss_mb"] is None  # a process's high-water mark is the first file's
     recs = bench([tiny_artifact, crashing], ["box"], tmp_path / "r.jsonl", inventory=inv, runtimes=["onnxruntime"],
-                 cfg=cfg)
+                 cfg=TimingConfig(warmup=1, min_runs=3, min_seconds=0, files_per_agent=8))
     by_folder = {}
     for r in recs:
         by_folder.setdefault(Path(r["artifact"]).name, []).append(r)
