@@ -377,25 +377,31 @@ def run_batch(session, batch: list[Job], cfg: TimingConfig, recs: list[dict]) ->
     their records in place. A file that fails its manifest check, or cannot be run, gets an error
     record; if the agent process dies, each of its files is timed again alone, so one file that
     crashes the runtime costs only its own record."""
-    ok = []
+    ready = []
     for job, rec in zip(batch, recs):
         try:
             job.artifact.checked(job.file)  # the file is the one the manifest describes, before it is timed
-            ok.append((job, rec))
+            ready.append((job, rec))
         except ArtifactError as e:
             rec["error"] = str(e)
-    if not ok:
+    _time_checked(session, ready, cfg)
+
+
+def _time_checked(session, ready: list[tuple[Job, dict]], cfg: TimingConfig) -> None:
+    """``run_batch`` after the manifest checks: (job, record) pairs timed in one agent process,
+    each again alone if that process dies."""
+    if not ready:
         return
     try:
-        docs = session.bench([j.path for j, _ in ok], ok[0][0].runtime, ok[0][0].threads, cfg)
+        docs = session.bench([j.path for j, _ in ready], ready[0][0].runtime, ready[0][0].threads, cfg)
     except (TransportError, OSError) as e:
-        if len(ok) == 1:
-            ok[0][1]["error"] = f"{type(e).__name__}: {e}"
+        if len(ready) == 1:
+            ready[0][1]["error"] = f"{type(e).__name__}: {e}"
             return
-        for job, rec in ok:
-            run_batch(session, [job], cfg, [rec])
+        for pair in ready:
+            _time_checked(session, [pair], cfg)
         return
-    for (_, rec), doc in zip(ok, docs):
+    for (_, rec), doc in zip(ready, docs):
         fill_record(rec, doc, cfg)
 
 
