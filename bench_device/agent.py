@@ -445,6 +445,48 @@ def ort_op_profile(path: str, threads: int, x: np.ndarray, warmup: int, runs: in
             "run_ms": float(np.median([b - a for a, b in windows]) / 1e3) if windows else None}
 
 
+def et_op_profile(path: str, threads: int, x: np.ndarray, warmup: int, runs: int) -> dict:
+    """ExecuTorch's own profiler (ETDump) on ``path``, in a program of its own after the timing:
+    the median time of each operator over ``runs`` runs after ``warmup``, in the order they ran,
+    by the names the runtime gives them (XNNPACK's operators, ``Convolution (NHWC, QC8) DWConv
+    #3``, inside its delegate call; the portable kernels outside it). XNNPACK times its operators
+    in whole microseconds. A cross-check of the timing, not a timing."""
+    import tempfile
+
+    import torch
+    from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc
+    from executorch.runtime import Runtime
+    torch.set_num_threads(threads)
+    program = Runtime.get().load_program(Path(path), enable_etdump=True)
+    method = program.load_method("forward")
+    inputs = [torch.from_numpy(x)]
+    for _ in range(warmup + runs):
+        method.execute(inputs)
+    with tempfile.TemporaryDirectory() as tmp:
+        program.write_etdump_result_to_file(str(Path(tmp) / "run.etdp"), str(Path(tmp) / "debug.bin"))
+        dump = deserialize_from_etdump_flatcc((Path(tmp) / "run.etdp").read_bytes())
+    per_run: dict[str, list[float]] = {}
+    totals = []
+    for block in dump.run_data:
+        events = [e.profile_event for e in block.events if e.profile_event is not None]
+        total = [(p.end_time - p.start_time) / 1e6 for p in events if p.name == "Method::execute"]
+        if not total:
+            continue  # the program's load, not a run
+        totals.append(total[0])
+        for p in events:
+            name = p.name or p.delegate_debug_id_str
+            if name and name not in ("Method::execute", "DELEGATE_CALL"):
+                per_run.setdefault(name, []).append((p.end_time - p.start_time) / 1e6)
+    keep = len(totals[-runs:])
+    return {"runs": keep, "source": f"executorch {ExecuTorchAdapter.version()} etdump",
+            "nodes": {n: {"op": n.split(" (")[0].split(" #")[0], "ms": float(np.median(t[-keep:]))}
+                      for n, t in per_run.items()},
+            "run_ms": float(np.median(totals[-keep:])) if totals else None}
+
+
+OP_PROFILERS = {"onnxruntime": ort_op_profile, "executorch": et_op_profile}
+
+
 def bench(path: str, runtime: str | None, threads: int, warmup: int, min_runs: int,
           min_seconds: float, max_seconds: float, sustained_seconds: float = 0.0, sample_every: float = 5.0,
           op_profile_runs: int = 0) -> dict:
@@ -468,8 +510,12 @@ def bench(path: str, runtime: str | None, threads: int, warmup: int, min_runs: i
         else:
             rec["samples_ms"] = time_runs(lambda: session.adapter.run(x), warmup, min_runs,
                                           min_seconds, max_seconds)
-        if op_profile_runs and session.runtime_name == "onnxruntime":
-            rec["op_profile"] = ort_op_profile(path, threads, x, min(warmup, 5), op_profile_runs)
+        if op_profile_runs and session.runtime_name in OP_PROFILERS:
+            try:  # a profiler that fails costs its cross-check, not the timing
+                rec["op_profile"] = OP_PROFILERS[session.runtime_name](path, threads, x, min(warmup, 5),
+                                                                       op_profile_runs)
+            except Exception as e:
+                rec["op_profile"] = {"error": f"{type(e).__name__}: {e}"}
     except Exception as e:  # one failed run is a record, not a lost benchmark
         rec["status"] = "error"
         rec["error"] = f"{type(e).__name__}: {e}"
@@ -499,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="sustained mode: keep timing this long, sampling temperature and clocks")
     p.add_argument("--sample-every", type=float, default=5.0, help="sustained mode: telemetry period (s)")
     p.add_argument("--op-profile-runs", type=int, default=0,
-                   help="after timing, this many runs under the runtime's own op profiler (ONNX Runtime)")
+                   help="after timing, this many runs under the runtime's own op profiler "
+                        "(ONNX Runtime's profiler, ExecuTorch's ETDump)")
     p.add_argument("--exit-with-stdin", action="store_true",
                    help="exit when stdin closes (the host's connection), leaving nothing running; the "
                         "pid goes to agent.pid in the working folder, for a later clean-up")

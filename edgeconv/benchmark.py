@@ -42,7 +42,7 @@ class TimingConfig:
     sustained_seconds: float = 0.0
     sample_every: float = 5.0
     drift_threshold: float = DRIFT_THRESHOLD
-    op_profile_runs: int = 0   # then, runs under the runtime's op profiler (ONNX Runtime), a cross-check
+    op_profile_runs: int = 0   # then, runs under the runtime's op profiler (ONNX Runtime, ExecuTorch), a cross-check
     files_per_agent: int = 1   # files timed one after another in one agent process (profile: many small ones)
 
     def __post_init__(self):

@@ -13,11 +13,13 @@ records go to the results file with a ``block`` field
 block's features in ``arch`` (MACs, weight and activation bytes, conv kinds, kernel, stride), so
 a profile resumes like any bench run and ``edgeconv.predict`` can learn from it.
 
-Under ONNX Runtime every file is also run under the runtime's own op profiler after its timing
-(``op_profile`` in the record): a cross-check, not a source. The whole model's node times, put
-to blocks by the module path the exporter wrote into each node, say what a block costs inside
-the whole model beside what its micro-model took alone, and what runs outside any block (layout
-reorders, the input's quantize).
+Under ONNX Runtime and ExecuTorch every file is also run under the runtime's own op profiler
+after its timing (``op_profile`` in the record: ONNX Runtime's profiler, ExecuTorch's ETDump): a
+cross-check, not a source. The whole model's node times, put to blocks (ONNX: by the module path
+the exporter wrote into each node; ExecuTorch: by the order of its conv and linear operators)
+say what a block costs inside the whole model beside what its micro-model took alone, and what
+runs outside any block (layout reorders, the input's quantize). LiteRT's Python interpreter has
+no op profiler.
 
 Emulated devices (qemu) are profiled for function, not latency: their records say so.
 """
@@ -31,7 +33,8 @@ import numpy as np
 
 from .artifact import FORMATS, PRECISIONS
 
-OP_PROFILE_RUNS = 20      # runs under ONNX Runtime's op profiler, after each file's timing
+OP_PROFILE_RUNS = 20      # runs under the runtime's op profiler, after each file's timing
+OP_PROFILED = ("onnxruntime", "executorch")   # the runtimes with an op profiler in Python
 FILES_PER_AGENT = 16      # block micro-models timed in one agent process (its start-up paid once)
 PEAK = "_peak"            # the dense-conv micro-model: the device's attainable GMAC/s
 WHOLE = None               # the block field of a whole-model record
@@ -257,7 +260,7 @@ def profile(model: str, device: str = "local", *, runtime: str = "onnxruntime", 
         j.threads = threads
     rf = ResultsFile(results or out / "results.jsonl")
     cfg = cfg or TimingConfig()
-    if runtime == "onnxruntime" and not cfg.op_profile_runs:
+    if runtime in OP_PROFILED and not cfg.op_profile_runs:
         cfg = replace(cfg, op_profile_runs=OP_PROFILE_RUNS)
     if cfg.files_per_agent == 1:
         cfg = replace(cfg, files_per_agent=FILES_PER_AGENT)
@@ -286,16 +289,42 @@ def node_blocks(path: str | Path, blocks: list[str]) -> dict[str, str]:
 
 # what ONNX Runtime appends to the name of a node it fuses, quantizes or moves to its own layout
 _ORT_SUFFIX = re.compile(r"(_token_\d+|_nchwc|_QuantizeLinear|_DequantizeLinear)$")
+# an ExecuTorch operator that is one conv or linear layer of the model (XNNPACK's or a portable kernel)
+_ET_LAYER = re.compile(r"^(Convolution|Deconvolution|Fully Connected) \(|convolution|linear|addmm", re.I)
 
 
-def in_whole_ms(rec: dict, blocks: list[str]) -> dict | None:
-    """From a whole model's record with an ``op_profile``: its node times (ms, median over the
-    profiled runs) summed per block, under None those of no block (layout reorders, the input's
-    quantize); None without a profile or the model file."""
-    op, path = rec.get("op_profile"), Path(rec.get("artifact", "")) / rec.get("file", "")
-    if not op or not path.is_file():
+def op_order_blocks(nodes: list[str], layers: dict[str, int]) -> dict[str, str | None] | None:
+    """ExecuTorch's operators (``nodes``, in the order they ran) to the blocks of ``layers`` (each
+    block's conv/linear layer count, in model order): the k-th conv or linear operator is the k-th
+    layer, and every other operator belongs with the layer before it (a residual add, a pooling);
+    those before the first layer (the input's layout and quantize) with none. None when the
+    operators' layers do not match the blocks' count (a graph the runtime rewrote)."""
+    slots = [b for b, n in layers.items() for _ in range(n)]
+    if sum(bool(_ET_LAYER.search(n)) for n in nodes) != len(slots):
         return None
-    where, out = node_blocks(path, blocks), {}
+    out, i, cur = {}, 0, None
+    for n in nodes:
+        if _ET_LAYER.search(n):
+            cur, i = slots[i], i + 1
+        out[n] = cur
+    return out
+
+
+def in_whole_ms(rec: dict, blocks: dict[str, int]) -> dict | None:
+    """From a whole model's record with an ``op_profile``: its node times (ms, median over the
+    profiled runs) summed per block of ``blocks`` (name: conv/linear layer count, in model order),
+    under None those of no block (layout reorders, the input's quantize); None without a profile,
+    the model file, or (ExecuTorch) operators that match the blocks' layers."""
+    op, path = rec.get("op_profile"), Path(rec.get("artifact", "")) / rec.get("file", "")
+    if not op or "nodes" not in op or not path.is_file():
+        return None
+    if path.suffix == ".pte":
+        where = op_order_blocks(list(op["nodes"]), blocks)
+        if where is None:
+            return None
+    else:
+        where = node_blocks(path, list(blocks))
+    out: dict = {}
     for name, node in op["nodes"].items():
         key = name
         while key not in where and _ORT_SUFFIX.search(key):
@@ -337,7 +366,11 @@ def table(records: list[dict], device: str, runtime: str, precision: str, model_
                      "intensity": fm["macs"] / max(1, sum(block_bytes(fm, precision).values())),
                      "twin_intensity": ft["macs"] / max(1, sum(block_bytes(ft, precision).values())) if ft else None})
     # the op profiler's view of each whole model: its node times put to blocks
-    in_whole = {r["arch"]["side"]: in_whole_ms(r, order) for r, _ in recs if r["arch"]["block"] is None}
+    in_whole = {r["arch"]["side"]: in_whole_ms(r, {b: feats[(r["arch"]["side"], b)].get("layers", 0) for b in order
+                                                   if (r["arch"]["side"], b) in feats})
+                for r, _ in recs if r["arch"]["block"] is None}
+    sources = {r["arch"]["side"]: r["op_profile"].get("source") for r, _ in recs
+               if r["arch"]["block"] is None and r.get("op_profile")}
     for row in rows:
         for side in ("model", "twin"):
             row[f"{side}_in_whole_ms"] = (in_whole.get(side) or {}).get(row["block"])
@@ -349,5 +382,6 @@ def table(records: list[dict], device: str, runtime: str, precision: str, model_
             "model_macs": sum(r["macs"] for r in rows), "twin_macs": sum(r["twin_macs"] or 0 for r in rows),
             "peak_gmacs": feats[("peak", PEAK)]["macs"] / peak / 1e6 if peak else None,
             "op_profile": {s: {"blocks_ms": sum(v for b, v in t.items() if b is not None),
-                               "outside_blocks_ms": t.get(None, 0.0)} for s, t in in_whole.items() if t},
+                               "outside_blocks_ms": t.get(None, 0.0), "source": sources.get(s)}
+                           for s, t in in_whole.items() if t},
             "note": "emulated device: functional timings, not latency" if emulated else ""}

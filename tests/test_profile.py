@@ -68,9 +68,55 @@ def test_profile_cross_checks_with_onnx_runtimes_op_profiler(local_profile):
             if r["block"] is None and r["precision"] == precision:
                 op = r["op_profile"]
                 assert sum(n["ms"] for n in op["nodes"].values()) <= 1.05 * op["run_ms"]
-                assert set(in_whole_ms(r, names)) - {None} == set(names)
+                assert set(in_whole_ms(r, {n: 1 for n in names})) - {None} == set(names)
     text = run("profile", "tiny", "--runtime", "onnxruntime", "--precision", "int8", "--out", local_profile, *FAST).stdout
-    assert "in whole" in text and "ONNX Runtime's op profiler" in " ".join(text.split())
+    assert "in whole" in text and "op profiler (onnxruntime" in " ".join(text.split())
+
+
+def test_executorch_etdump_puts_every_operator_to_a_block(tmp_path):
+    """ExecuTorch's own profiler (ETDump) as the cross-check: after the timing, the agent runs the
+    whole tiny model (int8, XNNPACK) under it and lists the operators in the order they ran; one
+    conv or linear operator per layer of the model, so every operator goes to a block, and what
+    they add up to is no more than the run. A layer count that does not match maps nothing."""
+    import torch
+    from torch import nn
+
+    from bench_device import agent
+    from edgeconv.data import load_data
+    from edgeconv.exporters import export
+    from edgeconv.profiling import in_whole_ms, op_order_blocks
+    model = create_model("tiny")
+    torch.manual_seed(0)
+    calib = load_data("digits", input_shape=model.input_shape, preprocess=model.spec.preprocess, calib_count=16)
+    art = export(model, calib=calib.x, out=tmp_path, formats=["executorch"], precisions=["int8"])
+    assert not art.errors, art.errors
+    rec = agent.bench(str(art.path / "model_int8.pte"), None, 1, 1, 5, 0.0, 60.0, op_profile_runs=10)
+    assert rec["status"] == "ok" and rec["runtime"] == "executorch", rec.get("error")
+    op = rec["op_profile"]
+    assert op["runs"] == 10 and op["source"].startswith("executorch") and op["run_ms"] > 0
+    assert sum(n["ms"] for n in op["nodes"].values()) <= op["run_ms"]
+    layers = {name: sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in block.modules())
+              for name, block in model.named_blocks()}
+    where = op_order_blocks(list(op["nodes"]), layers)
+    assert where and set(where.values()) - {None} == set(layers)
+    assert any(n.startswith("Convolution") and "DWConv" in n for n in op["nodes"])   # XNNPACK's depthwise kernel
+    whole = in_whole_ms({**rec, "artifact": str(art.path), "file": "model_int8.pte"}, layers)
+    assert set(whole) - {None} == set(layers)
+    assert sum(whole.values()) == pytest.approx(sum(n["ms"] for n in op["nodes"].values()))
+    assert op_order_blocks(list(op["nodes"]), {**layers, "head.0": layers["head.0"] + 1}) is None
+
+
+def test_a_failing_op_profiler_costs_the_cross_check_not_the_timing(tiny_artifact, monkeypatch):
+    from bench_device import agent
+
+    def broken(*_args):
+        raise RuntimeError("profiler gone")
+    monkeypatch.setitem(agent.OP_PROFILERS, "onnxruntime", broken)
+    rec = agent.bench(str(tiny_artifact / "model_int8.onnx"), None, 1, 1, 5, 0.0, 60.0, op_profile_runs=5)
+    assert rec["status"] == "ok" and len(rec["samples_ms"]) >= 5
+    assert rec["op_profile"] == {"error": "RuntimeError: profiler gone"}
+    from edgeconv.profiling import in_whole_ms
+    assert in_whole_ms({**rec, "artifact": str(tiny_artifact), "file": "model_int8.onnx"}, {"stem": 1}) is None
 
 
 def test_report_renders_bars_and_roofline(local_profile):

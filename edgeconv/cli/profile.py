@@ -34,8 +34,8 @@ def print_profile(t: dict) -> None:
                   f"(sum {fmt(s['twin'])} ms); MACs {human(t['model_macs'])} vs {human(t['twin_macs'])}; device peak "
                   f"(dense 3x3 conv) {fmt(t['peak_gmacs'], '.2f')} GMAC/s", highlight=False)
     for side, op in (t.get("op_profile") or {}).items():
-        console.print(f"in whole: the {side}'s node times under ONNX Runtime's op profiler (a cross-check, its "
-                      f"overhead included): blocks "
+        console.print(f"in whole: the {side}'s node times under the runtime's op profiler ({op.get('source')}; a "
+                      f"cross-check, its overhead included): blocks "
                       f"{fmt(op['blocks_ms'])} ms, outside any block (layout, quantize) {fmt(op['outside_blocks_ms'])} ms",
                       highlight=False)
     if t["note"]:
