@@ -47,7 +47,6 @@ class _Micro:
 
     @staticmethod
     def build(block, in_shape: tuple):
-        import torch
         from torch import nn
 
         class Micro(nn.Module):

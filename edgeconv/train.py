@@ -11,7 +11,6 @@ the metrics is written beside it.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,8 +43,10 @@ class TrainConfig:
 
 
 def set_threads(threads: int | None = None) -> int:
-    """Small convs on CPU: one intra-op thread per core, no inter-op oversubscription."""
-    n = threads or os.cpu_count() or 1
+    """Small convs on CPU: one intra-op thread per core this process may run on (its affinity,
+    e.g. under taskset), no inter-op oversubscription."""
+    from .exporters import cores
+    n = threads or cores()
     torch.set_num_threads(n)
     return n
 

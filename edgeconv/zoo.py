@@ -155,7 +155,7 @@ def create_model(name, twin: bool = False, *, pretrained: bool = False, seed: in
     Zoo and arch-string models take ``overrides`` of spec fields (``width``, ``input_size``,
     ``num_classes``, ``act``, ``dropout`` ...); card models take ``input_size`` only. The initial
     weights of all of them come from ``seed`` (the global random state is left as it was)."""
-    from .card import build_card_model, card_from_dict, is_source, read_card
+    from .card import card_from_dict, is_source, read_card
     if not isinstance(name, ModelSpec):
         text = str(name)
         card = None

@@ -19,6 +19,33 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker (and all it starts) runs on cores of its own: torch, the
+    runtimes and the trainer size their thread pools to the cores a process may use, and two
+    workers each spinning a pool over every core would slow each other several times over."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= count:
+        mine = cpus[int(worker.removeprefix("gw")) % count::count]
+        os.sched_setaffinity(0, mine)
+        os.environ["OMP_NUM_THREADS"] = str(len(mine))
+
+
+# test files that share a session fixture only one of them makes (the others wait for it): kept
+# on one xdist worker, so no worker waits idle while another makes it
+SHARED_FIXTURE_FILES = {"test_run.py": "digits_run", "test_accuracy.py": "digits_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """For ``--dist loadgroup`` (make test): each test file is one group, as under ``loadfile``,
+    except the files of ``SHARED_FIXTURE_FILES``, which go together."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_FILES.get(name, name)))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

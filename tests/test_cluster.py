@@ -318,7 +318,7 @@ def test_node_killed_mid_run(cluster, tiny_artifact, tmp_path):
     local = [r for r in recs if r["device"]["name"] == "local"]
     assert [r["status"] for r in box] == ["ok", "error", "error", "error"], [r["error"] for r in box]
     for r in box[1:]:
-        assert f"lost node" in r["error"] and lost_id[:12] in r["error"] and r["node"]["id"] == lost_id
+        assert "lost node" in r["error"] and lost_id[:12] in r["error"] and r["node"]["id"] == lost_id
     assert len(local) == 4 and all(r["status"] == "ok" for r in local)
     lines = _lines(results)
     assert results.read_bytes().startswith(before) and len(lines) == 8
