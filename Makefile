@@ -4,7 +4,7 @@
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV = .venv
 APT_PACKAGES = openssh-server openssh-client adb kotlin chromium chromium-driver
-# pytest-xdist workers of make test (each test file runs on one of them; conftest groups the files)
+# pytest-xdist workers of make test (each test file runs on one of them; see tests/conftest.py)
 TEST_WORKERS ?= 2
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -35,4 +35,4 @@ demo: install
 	$(VENV)/bin/edgeconv run
 
 test: install system arm64
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile

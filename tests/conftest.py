@@ -38,12 +38,16 @@ def pytest_configure(config):
 SHARED_FIXTURE_FILES = {"test_run.py": "digits_run", "test_accuracy.py": "digits_run"}
 
 
-def pytest_collection_modifyitems(config, items):
-    """For ``--dist loadgroup`` (make test): each test file is one group, as under ``loadfile``,
-    except the files of ``SHARED_FIXTURE_FILES``, which go together."""
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_FILES.get(name, name)))
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist each test file runs on one worker, as with ``--dist loadfile``, except
+    the files of ``SHARED_FIXTURE_FILES``, which run together on one."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            file = nodeid.split("::", 1)[0]
+            return SHARED_FIXTURE_FILES.get(Path(file).name, file)
+    return ByFile(config, log)
 
 
 def _free_port() -> int:
