@@ -122,6 +122,8 @@ def test_a_failing_op_profiler_costs_the_cross_check_not_the_timing(tiny_artifac
 def test_report_renders_bars_and_roofline(local_profile):
     html = (local_profile / "report.html").read_text()
     assert "Per-block latency: tiny vs twin on local, onnxruntime int8" in html and "Roofline" in html
+    assert html.count("<th>in whole</th>") == 4   # model and twin, fp32 and int8: the op profiler's view
+    assert "op profiler (onnxruntime" in html
     plots = sorted((local_profile / "plots").glob("*.png"))
     assert {p.name.split("_")[0] for p in plots} >= {"profile", "roofline"}
     for p in plots:

@@ -26,18 +26,26 @@ def profile_sections(records: list[dict], plots_dir: Path) -> list[tuple]:
             except ValueError:
                 continue
         for precision, t in tables.items():
+            op = t.get("op_profile") or {}
+            # with an op profile, each side's block time inside its whole model beside its micro-model's
             rows = [[r["block"], r["kind"], human(r["macs"]), human(r["weight_bytes"], "B"), human(r["act_bytes"], "B"),
-                     _fmt(r["model_ms"]), _fmt(r["twin_ms"]), _fmt(r["latency_ratio"], ".2f"), _fmt(r["mac_ratio"], ".2f"),
+                     _fmt(r["model_ms"]), *([_fmt(r.get("model_in_whole_ms"))] if op else []),
+                     _fmt(r["twin_ms"]), *([_fmt(r.get("twin_in_whole_ms"))] if op else []),
+                     _fmt(r["latency_ratio"], ".2f"), _fmt(r["mac_ratio"], ".2f"),
                      _fmt(r["model_gmacs"], ".2f"), _fmt(r["twin_gmacs"], ".2f")] for r in t["rows"]]
             w, s = t["whole_ms"], t["sum_of_blocks_ms"]
             note = (f"Each block exported alone at its real input shape and timed with the usual method. Whole model "
                     f"{_fmt(w['model'])} ms against a sum of blocks of {_fmt(s['model'])} ms; twin {_fmt(w['twin'])} "
                     f"against {_fmt(s['twin'])} ms. Device peak (dense 3x3 conv): {_fmt(t['peak_gmacs'], '.2f')} GMAC/s."
-                    + (f" {t['note']}." if t["note"] else ""))
+                    + (f" {t['note']}." if t["note"] else "")
+                    + "".join(f" In whole ({side}): the block's operator times inside the whole model under the "
+                              f"runtime's op profiler ({o.get('source')}; a cross-check, its overhead included), "
+                              f"{_fmt(o['outside_blocks_ms'])} ms outside any block." for side, o in op.items()))
             plot = _bars(t, plots_dir / f"profile_{_slug(device, runtime, model, precision)}.png")
             out.append((f"Per-block latency: {model} vs twin on {device}, {runtime} {precision}",
-                        ["block", "kind", "MACs", "weights", "activations", "model ms", "twin ms", "latency ratio",
-                         "MAC ratio", "model GMAC/s", "twin GMAC/s"], rows, note, [plot]))
+                        ["block", "kind", "MACs", "weights", "activations", "model ms", *(["in whole"] if op else []),
+                         "twin ms", *(["in whole"] if op else []), "latency ratio", "MAC ratio", "model GMAC/s",
+                         "twin GMAC/s"], rows, note, [plot]))
         if tables:
             roof = _roofline(tables, plots_dir / f"roofline_{_slug(device, runtime, model)}.png")
             out.append((f"Roofline: {device}, {runtime}", ["precision", "peak GMAC/s (dense conv)"],
