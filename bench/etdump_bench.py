@@ -32,15 +32,16 @@ def main():
     p.add_argument("--out", default=str(HERE / "results" / "etdump_lite0.json"))
     a = p.parse_args()
 
-    from torch import nn
-
     from edgeconv.benchmark import ResultsFile, TimingConfig, bench, record_stats
+    from edgeconv.card import layer_costs
     from edgeconv.data import calibration
     from edgeconv.exporters import export
     from edgeconv.profiling import op_order_blocks
     from edgeconv.zoo import create_model
     model = create_model(a.model, pretrained=True)
-    layers = {n: sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in b.modules()) for n, b in model.named_blocks()}
+    # each block's conv and linear layers as a forward pass meets them (as `profile` counts them)
+    rows = layer_costs(model, model.input_shape)
+    layers = {n: sum(r.name == n or r.name.startswith(n + ".") for r in rows) for n, _ in model.named_blocks()}
     core = str(max(os.sched_getaffinity(0)))
     with tempfile.TemporaryDirectory() as tmp:
         ds = calibration(a.calib, model, 128)
@@ -52,6 +53,8 @@ def main():
             bench([art.path], ["local"], rf, precisions=["fp32", "int8"] if r % 2 == 0 else ["int8", "fp32"],
                   cfg=cfg, force=True)
         recs = [x for x in ResultsFile(rf).records() if x["status"] == "ok"]
+    if not recs:
+        raise SystemExit("no file was timed: see the errors above")
     out = {"machine": {"cpu": recs[0]["device"].get("cpu"), "python": platform.python_version(),
                        "runtime_version": recs[0].get("runtime_version")},
            "model": a.model, "calib": a.calib, "rounds": a.rounds, "etdump_runs": a.runs, "pinned_core": core,
@@ -61,7 +64,10 @@ def main():
         kinds, blocks = {}, {}
         for x in mine:
             nodes = x["op_profile"]["nodes"]
-            where = op_order_blocks(list(nodes), layers) or {}
+            where = op_order_blocks(list(nodes), layers)
+            if where is None:
+                raise SystemExit(f"{x['file']}: its conv and linear operators do not match the model's "
+                                 f"{sum(layers.values())} layers; cannot put them to blocks")
             k_round, b_round = {}, {}
             for name, v in nodes.items():
                 k = name.split(" #")[0]

@@ -447,25 +447,35 @@ def ort_op_profile(path: str, threads: int, x: np.ndarray, warmup: int, runs: in
 
 def et_op_profile(path: str, threads: int, x: np.ndarray, warmup: int, runs: int) -> dict:
     """ExecuTorch's own profiler (ETDump) on ``path``, in a program of its own after the timing:
-    the median time of each operator over ``runs`` runs after ``warmup``, in the order they ran,
-    by the names the runtime gives them (XNNPACK's operators, ``Convolution (NHWC, QC8) DWConv
-    #3``, inside its delegate call; the portable kernels outside it). XNNPACK times its operators
-    in whole microseconds. A cross-check of the timing, not a timing."""
+    the median time of each operator over the last ``runs`` runs after ``warmup``, in the order
+    they ran: XNNPACK's operators by the names it gives them (``Convolution (NHWC, QC8) DWConv
+    #3``) inside its delegate calls, a kernel outside any delegate as ``OPERATOR_CALL`` (ETDump
+    names those only through an ETRecord); a name met twice in a run (a second delegate
+    partition counts its operators from #1 again) gets the instruction's index (``@7``). XNNPACK
+    times its operators in whole microseconds. A cross-check of the timing, not a timing."""
     import tempfile
 
     import torch
     from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc
     from executorch.runtime import Runtime
     torch.set_num_threads(threads)
+    try:
+        from executorch.extension.pybindings import portable_lib
+        portable_lib._unsafe_reset_threadpool(threads)
+    except (ImportError, AttributeError):
+        pass
     program = Runtime.get().load_program(Path(path), enable_etdump=True)
     method = program.load_method("forward")
     inputs = [torch.from_numpy(x)]
     for _ in range(warmup + runs):
         method.execute(inputs)
     with tempfile.TemporaryDirectory() as tmp:
-        program.write_etdump_result_to_file(str(Path(tmp) / "run.etdp"), str(Path(tmp) / "debug.bin"))
-        dump = deserialize_from_etdump_flatcc((Path(tmp) / "run.etdp").read_bytes())
-    per_run: dict[str, list[float]] = {}
+        etdp = Path(tmp) / "run.etdp"
+        program.write_etdump_result_to_file(str(etdp), str(Path(tmp) / "debug.bin"))
+        if not etdp.is_file():
+            raise RuntimeError("this ExecuTorch runtime wrote no ETDump: it was built without its event tracer")
+        dump = deserialize_from_etdump_flatcc(etdp.read_bytes())
+    per_run: list[dict[str, float]] = []
     totals = []
     for block in dump.run_data:
         events = [e.profile_event for e in block.events if e.profile_event is not None]
@@ -473,15 +483,22 @@ def et_op_profile(path: str, threads: int, x: np.ndarray, warmup: int, runs: int
         if not total:
             continue  # the program's load, not a run
         totals.append(total[0])
+        ops: dict[str, float] = {}
         for p in events:
-            name = p.name or p.delegate_debug_id_str
-            if name and name not in ("Method::execute", "DELEGATE_CALL"):
-                per_run.setdefault(name, []).append((p.end_time - p.start_time) / 1e6)
-    keep = len(totals[-runs:])
-    return {"runs": keep, "source": f"executorch {ExecuTorchAdapter.version()} etdump",
-            "nodes": {n: {"op": n.split(" (")[0].split(" #")[0], "ms": float(np.median(t[-keep:]))}
-                      for n, t in per_run.items()},
-            "run_ms": float(np.median(totals[-keep:])) if totals else None}
+            name = p.name or p.delegate_debug_id_str or (f"delegate op {p.delegate_debug_id_int}"
+                                                         if p.delegate_debug_id_int not in (None, -1) else None)
+            if not name or name in ("Method::execute", "DELEGATE_CALL"):
+                continue
+            if name in ops:
+                name = f"{name} @{p.instruction_id}"
+            ops[name] = ops.get(name, 0.0) + (p.end_time - p.start_time) / 1e6
+        per_run.append(ops)
+    per_run, totals = per_run[-runs:], totals[-runs:]
+    names = list(dict.fromkeys(n for ops in per_run for n in ops))
+    return {"runs": len(totals), "source": f"executorch {ExecuTorchAdapter.version()} etdump",
+            "nodes": {n: {"op": n.split(" (")[0].split(" #")[0].split(" @")[0],
+                          "ms": float(np.median([ops.get(n, 0.0) for ops in per_run]))} for n in names},
+            "run_ms": float(np.median(totals)) if totals else None}
 
 
 OP_PROFILERS = {"onnxruntime": ort_op_profile, "executorch": et_op_profile}

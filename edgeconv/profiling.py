@@ -192,6 +192,7 @@ def plan_profile(model: str, out: str | Path, *, fmt: str, precision: str, calib
             listed[whole_file] = {name: art.files[art.name_of(fmt, precision)].sha256
                                   for name, art, _ in arts[1:] if art.name_of(fmt, precision)}
             arts[0][2]["block_files"] = listed
+            arts[0][2]["block_layers"] = {name: f["layers"] for name, _, f in arts[1:]}
         for block, art, f in arts:
             art.manifest.arch = {"block": block, "side": side, **f}
             art.save()
@@ -288,24 +289,32 @@ def node_blocks(path: str | Path, blocks: list[str]) -> dict[str, str]:
 
 # what ONNX Runtime appends to the name of a node it fuses, quantizes or moves to its own layout
 _ORT_SUFFIX = re.compile(r"(_token_\d+|_nchwc|_QuantizeLinear|_DequantizeLinear)$")
-# an ExecuTorch operator that is one conv or linear layer of the model (XNNPACK's or a portable kernel)
-_ET_LAYER = re.compile(r"^(Convolution|Deconvolution|Fully Connected) \(|convolution|linear|addmm", re.I)
+# an ExecuTorch (XNNPACK) operator that is one conv or linear layer of the model
+_ET_LAYER = re.compile(r"^(Convolution|Fully Connected) \(")
+# an operator that belongs with the layer after it: an explicit pad (TensorFlow SAME) before its conv
+_ET_BEFORE = re.compile(r"^Constant Pad \(")
 
 
 def op_order_blocks(nodes: list[str], layers: dict[str, int]) -> dict[str, str | None] | None:
     """ExecuTorch's operators (``nodes``, in the order they ran) to the blocks of ``layers`` (each
     block's conv/linear layer count, in model order): the k-th conv or linear operator is the k-th
-    layer, and every other operator belongs with the layer before it (a residual add, a pooling);
-    those before the first layer (the input's layout and quantize) with none. None when the
-    operators' layers do not match the blocks' count (a graph the runtime rewrote)."""
+    layer, a pad goes with the layer after it, and every other operator with the layer before it
+    (a residual add, a pooling); those before the first layer (the input's quantize and layout)
+    with none. None when the operators' layers do not match the blocks' count (a graph the
+    runtime rewrote, or ran partly outside XNNPACK, whose kernels ETDump does not name)."""
     slots = [b for b, n in layers.items() for _ in range(n)]
     if sum(bool(_ET_LAYER.search(n)) for n in nodes) != len(slots):
         return None
-    out, i, cur = {}, 0, None
+    out, i, cur, pending = {}, 0, None, []
     for n in nodes:
         if _ET_LAYER.search(n):
             cur, i = slots[i], i + 1
-        out[n] = cur
+            out.update({k: cur for k in pending + [n]})
+            pending = []
+        elif _ET_BEFORE.search(n) and i < len(slots):
+            pending.append(n)
+        else:
+            out[n] = cur
     return out
 
 
@@ -313,7 +322,7 @@ def in_whole_ms(rec: dict, blocks: dict[str, int]) -> dict | None:
     """From a whole model's record with an ``op_profile``: its node times (ms, median over the
     profiled runs) summed per block of ``blocks`` (name: conv/linear layer count, in model order),
     under None those of no block (layout reorders, the input's quantize); None without a profile,
-    the model file, or (ExecuTorch) operators that match the blocks' layers."""
+    without the model file, or (ExecuTorch) with operators that do not match the blocks' layers."""
     op, path = rec.get("op_profile"), Path(rec.get("artifact", "")) / rec.get("file", "")
     if not op or "nodes" not in op or not path.is_file():
         return None
@@ -365,8 +374,9 @@ def table(records: list[dict], device: str, runtime: str, precision: str, model_
                      "intensity": fm["macs"] / max(1, sum(block_bytes(fm, precision).values())),
                      "twin_intensity": ft["macs"] / max(1, sum(block_bytes(ft, precision).values())) if ft else None})
     # the op profiler's view of each whole model: its node times put to blocks
-    in_whole = {r["arch"]["side"]: in_whole_ms(r, {b: feats[(r["arch"]["side"], b)].get("layers", 0) for b in order
-                                                   if (r["arch"]["side"], b) in feats})
+    # the whole model's blocks in model order with their layer counts (ExecuTorch maps by order)
+    in_whole = {r["arch"]["side"]: in_whole_ms(r, r["arch"].get("block_layers") or {
+                    b: feats[(r["arch"]["side"], b)].get("layers", 0) for b in order if (r["arch"]["side"], b) in feats})
                 for r, _ in recs if r["arch"]["block"] is None}
     sources = {r["arch"]["side"]: r["op_profile"].get("source") for r, _ in recs
                if r["arch"]["block"] is None and r.get("op_profile")}

@@ -26,11 +26,11 @@ def pytest_configure(config):
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
         return
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= count:
-        mine = cpus[int(worker.removeprefix("gw")) % count::count]
-        os.sched_setaffinity(0, mine)
-        os.environ["OMP_NUM_THREADS"] = str(len(mine))
+    cpus, i = sorted(os.sched_getaffinity(0)), int(worker.removeprefix("gw"))
+    mine = cpus[i % count::count] if len(cpus) >= count else [cpus[i % len(cpus)]]
+    os.sched_setaffinity(0, mine)
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    os.environ["OMP_NUM_THREADS"] = str(min(len(mine), int(asked)) if asked.isdigit() and int(asked) > 0 else len(mine))
 
 
 # test files that share a session fixture only one of them makes (the others wait for it): kept
@@ -38,9 +38,12 @@ def pytest_configure(config):
 SHARED_FIXTURE_FILES = {"test_run.py": "digits_run", "test_accuracy.py": "digits_run"}
 
 
+@pytest.hookimpl(optionalhook=True)   # a hook of pytest-xdist's: unknown without it (-p no:xdist)
 def pytest_xdist_make_scheduler(config, log):
-    """Under pytest-xdist each test file runs on one worker, as with ``--dist loadfile``, except
-    the files of ``SHARED_FIXTURE_FILES``, which run together on one."""
+    """Under ``--dist loadfile`` (make test) each test file runs on one worker, except the files
+    of ``SHARED_FIXTURE_FILES``, which run together on one; other modes are xdist's own."""
+    if config.getvalue("dist") != "loadfile":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class ByFile(LoadScopeScheduling):

@@ -106,6 +106,25 @@ def test_executorch_etdump_puts_every_operator_to_a_block(tmp_path):
     assert op_order_blocks(list(op["nodes"]), {**layers, "head.0": layers["head.0"] + 1}) is None
 
 
+def test_executorch_operators_go_to_blocks_by_layer_order():
+    """The k-th conv or linear operator is the k-th layer; a pad goes with the conv after it, an
+    add or a pooling with the layer before it, the input's quantize and layout with no block; a
+    count that does not match maps nothing."""
+    from edgeconv.profiling import op_order_blocks
+    nodes = ["Convert (NC) #1", "Transpose (ND, X8) #1", "Convolution (NHWC, QC8) IGEMM #1",
+             "Constant Pad (ND, X8) #1", "Convolution (NHWC, QC8) DWConv #1", "Fully Connected (NC, QS8, QC8W) GEMM #1",
+             "Add (ND) #1", "Mean (ND) #1", "Fully Connected (NC, QS8, QC8W) GEMM #2", "Convert (NC) #2"]
+    where = op_order_blocks(nodes, {"stem": 1, "blocks.0": 2, "classifier": 1})
+    assert where == {"Convert (NC) #1": None, "Transpose (ND, X8) #1": None,
+                     "Convolution (NHWC, QC8) IGEMM #1": "stem", "Constant Pad (ND, X8) #1": "blocks.0",
+                     "Convolution (NHWC, QC8) DWConv #1": "blocks.0", "Fully Connected (NC, QS8, QC8W) GEMM #1": "blocks.0",
+                     "Add (ND) #1": "blocks.0", "Mean (ND) #1": "blocks.0",
+                     "Fully Connected (NC, QS8, QC8W) GEMM #2": "classifier", "Convert (NC) #2": "classifier"}
+    assert op_order_blocks(nodes, {"stem": 1, "blocks.0": 2}) is None   # 3 layers for 4 operators
+    assert op_order_blocks(nodes + ["OPERATOR_CALL"], {"stem": 1, "blocks.0": 2, "classifier": 1})["OPERATOR_CALL"] \
+        == "classifier"
+
+
 def test_a_failing_op_profiler_costs_the_cross_check_not_the_timing(tiny_artifact, monkeypatch):
     from bench_device import agent
 
