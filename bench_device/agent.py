@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-AGENT_VERSION = 4
+AGENT_VERSION = 5
 SCHEMA_VERSION = 1
 RUNTIMES: dict[str, type] = {}
 

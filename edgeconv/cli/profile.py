@@ -74,11 +74,14 @@ def profile(model, device, inventory, runtime, precision, results, out, calib, c
     \b
     The table: block, kind, MACs, weight and activation bytes, model ms, twin ms, latency ratio
     beside MAC ratio, achieved GMAC/s. Records go to --results with a `block` field.
+    Under onnxruntime and executorch, "in whole" beside each side's ms is the block's time
+    inside the whole model under the runtime's own op profiler (ETDump for ExecuTorch).
 
     \b
     Examples:
       edgeconv profile mobilenet_v2 --runtime onnxruntime --precision int8 --input-size 160
       edgeconv profile tiny --device qemu-arm64 --runtime litert --min-runs 5 --min-seconds 0
+      edgeconv profile efficientnet_lite0 --pretrained --runtime executorch --precision int8
     """
     from ..benchmark import TimingConfig
     from ..profiling import profile as do_profile
