@@ -358,7 +358,10 @@ def table(records: list[dict], device: str, runtime: str, precision: str, model_
     p50 = {(r["arch"]["side"], r["arch"]["block"]): t for r, t in recs}
     feats = {(r["arch"]["side"], r["arch"]["block"]): r["arch"] for r, _ in recs}
     emulated = any(r["device"].get("emulated") for r, _ in recs)
-    order = [b for s, b in feats if s == "model" and b is not None]
+    # model order: as planned (the whole model's arch), not as the records came (a block timed again last)
+    planned = (feats.get(("model", None)) or {}).get("block_layers") or {}
+    order = [b for b in planned if ("model", b) in feats]
+    order += [b for s, b in feats if s == "model" and b is not None and b not in order]
     rows = []
     for b in order:
         fm, ft = feats[("model", b)], feats.get(("twin", b))

@@ -125,6 +125,34 @@ def test_executorch_operators_go_to_blocks_by_layer_order():
         == "classifier"
 
 
+def test_executorch_table_keeps_model_order_when_a_block_was_timed_again(tmp_path):
+    """A profile resumed after a block failed has that block's record last: the table still lists
+    the blocks, and puts ExecuTorch's operators to them, in the order the plan recorded on the
+    whole model (``block_layers``), not the records' order."""
+    from edgeconv.profiling import table
+    (tmp_path / "model_int8.pte").write_bytes(b"")
+
+    def rec(block, arch, ms, op=None):
+        return {"sha256": f"{block}".ljust(64, "0"), "runtime": "executorch", "precision": "int8",
+                "device": {"name": "local"}, "threads": 1, "block": None if block is None else f"model:{block}",
+                "status": "ok", "samples_ms": [ms] * 5, "artifact": str(tmp_path), "file": "model_int8.pte",
+                "model": "m", "arch": {"block": block, "side": "model", **arch}, **({"op_profile": op} if op else {})}
+    feats = {"macs_pointwise": 10, "macs": 10, "params": 4, "in_elems": 8, "out_elems": 8, "layers": 1}
+    nodes = {"Convert (NC) #1": 0.001, "Convolution (NHWC, QC8) IGEMM #1": 0.010,
+             "Convolution (NHWC, QC8) DWConv #1": 0.020, "Fully Connected (NC, QS8, QC8W) GEMM #1": 0.030,
+             "Add (ND) #1": 0.002}
+    whole = rec(None, {"macs": 30, "block_layers": {"stem": 1, "blocks.0": 2}}, 0.07,
+                {"runs": 5, "source": "executorch test", "run_ms": 0.07,
+                 "nodes": {n: {"op": n.split(" (")[0], "ms": ms} for n, ms in nodes.items()}})
+    records = [whole, rec("blocks.0", {**feats, "layers": 2}, 0.05), rec("stem", feats, 0.02)]
+    t = table(records, "local", "executorch", "int8", "m")
+    assert [r["block"] for r in t["rows"]] == ["stem", "blocks.0"]
+    ms = {r["block"]: r["model_in_whole_ms"] for r in t["rows"]}
+    assert ms["stem"] == pytest.approx(0.010) and ms["blocks.0"] == pytest.approx(0.052)
+    assert t["op_profile"]["model"]["outside_blocks_ms"] == pytest.approx(0.001)
+    assert t["op_profile"]["model"]["source"] == "executorch test"
+
+
 def test_a_failing_op_profiler_costs_the_cross_check_not_the_timing(tiny_artifact, monkeypatch):
     from bench_device import agent
 
