@@ -33,15 +33,13 @@ def main():
     a = p.parse_args()
 
     from edgeconv.benchmark import ResultsFile, TimingConfig, bench, record_stats
-    from edgeconv.card import layer_costs
     from edgeconv.data import calibration
     from edgeconv.exporters import export
+    from edgeconv.prediction import model_features
     from edgeconv.profiling import op_order_blocks
     from edgeconv.zoo import create_model
     model = create_model(a.model, pretrained=True)
-    # each block's conv and linear layers as a forward pass meets them (as `profile` counts them)
-    rows = layer_costs(model, model.input_shape)
-    layers = {n: sum(r.name == n or r.name.startswith(n + ".") for r in rows) for n, _ in model.named_blocks()}
+    layers = {n: f["layers"] for n, f in model_features(model)}   # as `profile` counts each block's layers
     core = str(max(os.sched_getaffinity(0)))
     with tempfile.TemporaryDirectory() as tmp:
         ds = calibration(a.calib, model, 128)

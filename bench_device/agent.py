@@ -146,17 +146,24 @@ class ExecuTorchAdapter:
         import torch
         from executorch.runtime import Runtime
         self._torch = torch
+        self.set_threads(threads)
+        try:
+            program = Runtime.get().load_program(Path(path))
+            self.method = program.load_method("forward")
+        except Exception as e:  # the runtime raises RuntimeError / ValueError subclasses
+            raise ModelFileError(f"{path}: the ExecuTorch runtime cannot load this .pte file: {e}") from None
+
+    @staticmethod
+    def set_threads(threads: int) -> None:
+        """torch's pool and ExecuTorch's own threadpool (which otherwise uses every core) to
+        ``threads``."""
+        import torch
         torch.set_num_threads(threads)
         try:
             from executorch.extension.pybindings import portable_lib
             portable_lib._unsafe_reset_threadpool(threads)
         except (ImportError, AttributeError):
             pass
-        try:
-            program = Runtime.get().load_program(Path(path))
-            self.method = program.load_method("forward")
-        except Exception as e:  # the runtime raises RuntimeError / ValueError subclasses
-            raise ModelFileError(f"{path}: the ExecuTorch runtime cannot load this .pte file: {e}") from None
 
     def run(self, x: np.ndarray) -> np.ndarray:
         out = self.method.execute([self._torch.from_numpy(x)])
@@ -458,12 +465,7 @@ def et_op_profile(path: str, threads: int, x: np.ndarray, warmup: int, runs: int
     import torch
     from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc
     from executorch.runtime import Runtime
-    torch.set_num_threads(threads)
-    try:
-        from executorch.extension.pybindings import portable_lib
-        portable_lib._unsafe_reset_threadpool(threads)
-    except (ImportError, AttributeError):
-        pass
+    ExecuTorchAdapter.set_threads(threads)
     program = Runtime.get().load_program(Path(path), enable_etdump=True)
     method = program.load_method("forward")
     inputs = [torch.from_numpy(x)]

@@ -34,7 +34,6 @@ import numpy as np
 from .artifact import FORMATS, PRECISIONS
 
 OP_PROFILE_RUNS = 20      # runs under the runtime's op profiler, after each file's timing
-OP_PROFILED = ("onnxruntime", "executorch")   # the runtimes with an op profiler in Python
 FILES_PER_AGENT = 16      # block micro-models timed in one agent process (its start-up paid once)
 PEAK = "_peak"            # the dense-conv micro-model: the device's attainable GMAC/s
 WHOLE = None               # the block field of a whole-model record
@@ -242,6 +241,8 @@ def profile(model: str, device: str = "local", *, runtime: str = "onnxruntime", 
     the roofline) and return ``table(...)`` of what was measured."""
     from dataclasses import replace
 
+    from bench_device.agent import OP_PROFILERS   # the runtimes with an op profiler in Python
+
     from .artifact import RUNTIMES, format_of
     from .benchmark import ResultsFile, TimingConfig, run_jobs
     from .device.inventory import get_device
@@ -260,7 +261,7 @@ def profile(model: str, device: str = "local", *, runtime: str = "onnxruntime", 
         j.threads = threads
     rf = ResultsFile(results or out / "results.jsonl")
     cfg = cfg or TimingConfig()
-    if runtime in OP_PROFILED and not cfg.op_profile_runs:
+    if runtime in OP_PROFILERS and not cfg.op_profile_runs:
         cfg = replace(cfg, op_profile_runs=OP_PROFILE_RUNS)
     if cfg.files_per_agent == 1:
         cfg = replace(cfg, files_per_agent=FILES_PER_AGENT)
