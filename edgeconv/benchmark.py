@@ -42,12 +42,17 @@ class TimingConfig:
     sustained_seconds: float = 0.0
     sample_every: float = 5.0
     drift_threshold: float = DRIFT_THRESHOLD
-    op_profile_runs: int = 0   # then, runs under the runtime's op profiler (ONNX Runtime, ExecuTorch), a cross-check
-    files_per_agent: int = 1   # files timed one after another in one agent process (profile: many small ones)
+    # then, runs under the runtime's op profiler (ONNX Runtime, ExecuTorch), a cross-check; and the
+    # files timed one after another in one agent process. None: the verb's default (bench: 0 and 1;
+    # profile: OP_PROFILE_RUNS where the runtime has a profiler, and FILES_PER_AGENT)
+    op_profile_runs: int | None = None
+    files_per_agent: int | None = None
 
     def __post_init__(self):
         for name in ("warmup", "min_runs", "op_profile_runs", "files_per_agent"):
             v, least = getattr(self, name), 1 if name in ("min_runs", "files_per_agent") else 0
+            if v is None and name in ("op_profile_runs", "files_per_agent"):
+                continue
             if not isinstance(v, int) or isinstance(v, bool) or v < least:
                 raise ValueError(f"{name}={v!r}: must be a whole number >= {least}")
         for name in ("min_seconds", "max_seconds", "sustained_seconds", "sample_every", "drift_threshold"):
@@ -362,7 +367,7 @@ def agent_batches(todo: list[Job], cfg: TimingConfig) -> list[list[Job]]:
     """``todo`` in order, cut into the groups one agent process times: consecutive jobs of one
     runtime and thread count, at most ``cfg.files_per_agent`` of them (a sustained run alone)."""
     out: list[list[Job]] = []
-    size = 1 if cfg.sustained_seconds else cfg.files_per_agent
+    size = 1 if cfg.sustained_seconds else cfg.files_per_agent or 1
     for j in todo:
         last = out[-1] if out else None
         if last and len(last) < size and (last[0].runtime, last[0].threads) == (j.runtime, j.threads):

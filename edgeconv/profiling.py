@@ -261,9 +261,9 @@ def profile(model: str, device: str = "local", *, runtime: str = "onnxruntime", 
         j.threads = threads
     rf = ResultsFile(results or out / "results.jsonl")
     cfg = cfg or TimingConfig()
-    if runtime in OP_PROFILERS and not cfg.op_profile_runs:
-        cfg = replace(cfg, op_profile_runs=OP_PROFILE_RUNS)
-    if cfg.files_per_agent == 1:
+    if cfg.op_profile_runs is None:
+        cfg = replace(cfg, op_profile_runs=OP_PROFILE_RUNS if runtime in OP_PROFILERS else 0)
+    if cfg.files_per_agent is None:
         cfg = replace(cfg, files_per_agent=FILES_PER_AGENT)
     run_jobs(jobs, [dev], rf, cfg, force=force, progress=progress)
     t = table(rf.records(warn=False), device, runtime, precision, model_name=jobs[0].artifact.manifest.model)

@@ -73,6 +73,21 @@ def test_profile_cross_checks_with_onnx_runtimes_op_profiler(local_profile):
     assert "in whole" in text and "op profiler (onnxruntime" in " ".join(text.split())
 
 
+def test_profile_options_say_what_the_agents_do(local_profile, tmp_path):
+    """By default a profile times its micro-models many to an agent process, with the op profiler's
+    cross-check; --files-per-agent 1 and --op-profile-runs 0 are taken at their word."""
+    recs = ResultsFile(local_profile / "results.jsonl").records()
+    assert max(r["process_index"] for r in recs) > 0
+    rf = tmp_path / "alone.jsonl"
+    t = json.loads(run("profile", "tiny", "--runtime", "onnxruntime", "--precision", "fp32", "--out", local_profile,
+                       "--results", rf, "--files-per-agent", "1", "--op-profile-runs", "0", "--json", *FAST).stdout)
+    alone = ResultsFile(rf).records()
+    assert len(alone) == len([r for r in recs if r["precision"] == "fp32"])
+    assert all(r["status"] == "ok" and r["process_index"] == 0 and not r.get("op_profile") for r in alone)
+    assert not t.get("op_profile") and all(r.get("model_in_whole_ms") is None for r in t["rows"])
+    run("profile", "tiny", "--files-per-agent", "0", code=2)
+
+
 def test_executorch_etdump_puts_every_operator_to_a_block(tmp_path):
     """ExecuTorch's own profiler (ETDump) as the cross-check: after the timing, the agent runs the
     whole tiny model (int8, XNNPACK) under it and lists the operators in the order they ran; one

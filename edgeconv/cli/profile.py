@@ -10,6 +10,7 @@ from rich.table import Table
 from ..artifact import PRECISIONS, RUNTIMES
 from ..benchmark import STATISTICS
 from ..cost import human
+from ..profiling import FILES_PER_AGENT, OP_PROFILE_RUNS
 from .common import Progress, console, err_console, fmt, inventory_option, positive, timing_options, with_model_help
 
 
@@ -62,11 +63,19 @@ def print_profile(t: dict) -> None:
 @click.option("--depth", default=1, show_default=True, callback=positive("depth", 1),
               help="Your own models: profile the modules this many levels down.")
 @click.option("--threads", default=1, show_default=True, callback=positive("threads", 1))
+@click.option("--files-per-agent", default=FILES_PER_AGENT, show_default=True, callback=positive("files-per-agent", 1),
+              help="Micro-models timed one after another in one agent process (its interpreter start-up "
+                   "and runtime import paid once); 1 starts a fresh process for every file.")
+@click.option("--op-profile-runs", type=int, callback=positive("op-profile-runs"),
+              help="Runs of each whole model under the runtime's op profiler, for the \"in whole\" "
+                   f"columns; 0 leaves the cross-check out [default: {OP_PROFILE_RUNS} under onnxruntime and "
+                   "executorch].")
 @click.option("--force", is_flag=True, help="Export and time again.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 @timing_options
 def profile(model, device, inventory, runtime, precision, results, out, calib, class_index, weights, pretrained,
-            input_size, width, depth, threads, force, as_json, warmup, min_runs, min_seconds, max_seconds, affinity):
+            input_size, width, depth, threads, files_per_agent, op_profile_runs, force, as_json, warmup, min_runs,
+            min_seconds, max_seconds, affinity):
     """Per-block latency of MODEL and its standard-conv twin on a device: each block exported as a
     micro-model at its real input shape (int8 calibrated on its real inputs), timed beside the
     whole model and a dense conv (the device's peak).
@@ -89,8 +98,9 @@ def profile(model, device, inventory, runtime, precision, results, out, calib, c
         t = do_profile(model, device, runtime=runtime, precision=precision, results=results, out=out,
                        inventory=inventory, calib=calib, class_index=class_index, weights=weights,
                        pretrained=pretrained, input_size=input_size, width=width, depth=depth, threads=threads,
-                       cfg=TimingConfig(warmup, min_runs, min_seconds, max_seconds, affinity), force=force,
-                       progress=bar, log=lambda m: err_console.print(m, highlight=False))
+                       cfg=TimingConfig(warmup, min_runs, min_seconds, max_seconds, affinity,
+                                        op_profile_runs=op_profile_runs, files_per_agent=files_per_agent),
+                       force=force, progress=bar, log=lambda m: err_console.print(m, highlight=False))
     if as_json:
         click.echo(json.dumps(t, indent=2))
     else:
