@@ -303,6 +303,16 @@ def check_single_input(module, input_shape, where: str):
     return tuple(out.shape)
 
 
+@contextlib.contextmanager
+def seeded(seed: int):
+    """torch's random state seeded from ``seed`` inside, and the global state left as it was: the
+    same build gives the same initial weights whatever ran before in the process."""
+    import torch
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def build_card_model(card: SourceCard, twin: bool = False, where: str | None = None, seed: int = 0):
     """The card's module (its twin if asked), with ``.card`` and ``.input_shape`` set. The source
     builds it with torch's random state seeded from ``seed`` (and the global state left as it
@@ -311,8 +321,7 @@ def build_card_model(card: SourceCard, twin: bool = False, where: str | None = N
 
     from .data import Preprocess
     where = where or (str(card.path) if card.path else card.source)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         module = _build_source(card, where)
     out_shape = check_single_input(module, card.input_shape, where)
     if twin:
@@ -359,8 +368,7 @@ def dense_twin(module, seed: int = 0):
     import torch
     from torch import nn
     module = copy.deepcopy(module)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         convs = [m for m in module.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
         for m in convs:  # the module itself keeps its class (e.g. a conv that pads TF-style in forward)
             weight = torch.empty(m.out_channels, m.in_channels, *m.kernel_size)

@@ -132,10 +132,10 @@ def capture_inputs(model, names: list[str], x: np.ndarray) -> dict[str, np.ndarr
 
 def peak_module(chs: int, hw: int):
     """A dense 3x3 conv (+ReLU), compute-bound: its achieved GMAC/s is the device's roof."""
-    import torch
     from torch import nn
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+
+    from .card import seeded
+    with seeded(0):
         return nn.Sequential(nn.Conv2d(chs, chs, 3, padding=1), nn.ReLU()).eval()
 
 

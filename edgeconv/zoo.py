@@ -184,8 +184,8 @@ def create_model(name, twin: bool = False, *, pretrained: bool = False, seed: in
         if spec.width != 1.0 or spec.num_classes != 1000:
             raise ValueError(f"{spec.name}: pretrained weights exist only for width=1.0 and "
                              "num_classes=1000")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    from .card import seeded
+    with seeded(seed):
         model = EdgeNet(spec)
     if pretrained:
         from .weights import load_pretrained
