@@ -109,7 +109,8 @@ def evaluate(records, jobs, held_jobs, runtime, precision, rounds, key, statisti
            "median_round_spread": float(np.median([s for s in spreads if s is not None] or [np.nan])),
            "incomplete_rounds": sum(len(row["rounds_ms"]) < rounds for row in rows),
            "fit_check": fit_check(predictor),
-           "block_records": predictor.blocks, "whole_fits": predictor.whole_fits, "timed_from": min(used),
+           "block_records": predictor.blocks, "block_correction": predictor.block_fit,
+           "whole_fits": predictor.whole_fits, "timed_from": min(used),
            "timed_to": max(used), "rows": rows}
     print(f"== {label}: {100 * res['within_10pct']:.0f}% of {len(rows)} held-out models within "
           f"+-10%, median error {100 * res['median_abs_error']:.1f}%, worst {100 * res['worst_abs_error']:.1f}%; "

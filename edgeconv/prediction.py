@@ -8,7 +8,8 @@ fitted for relative error (``linear_terms``); it extrapolates to sizes and width
 block had. Then a gradient-boosted regressor (scikit-learn) from each block's features (MACs
 of each conv kind, weight and activation elements, layer count, kernel, stride, channels,
 size; all but the counts in log scale) to the log of measured / line: what the line misses
-(cache fits, kernel choices), bounded to the ratios it saw. The whole model comes from the sum
+(cache fits, kernel choices), bounded to the ratios it saw. Its size (trees, depth) is the one
+of ``BOOSTS`` that predicts each profile's blocks best when fitted on the other profiles'. The whole model comes from the sum
 of its blocks' and their count, through a plane fitted for relative error on the profiled
 models of its side (whole = a * sum - c * blocks - d * boundary elements + b + g * cached
 weights): the per-model overhead, what each micro-model pays and the whole model does not (a
@@ -39,6 +40,7 @@ COUNTS = ("layers", "kernel", "stride")
 LATER = ("pad_elems",)   # features profiles made by earlier versions do not record
 CACHE_MB = (0, 0.5, 1, 2, 4, 8, 16, 32)   # the cache sizes (MB) the whole-model plane chooses among
 MIN_PLANE = 5   # profiled models a side needs for a plane of its own
+BOOSTS = ((200, 3), (400, 4))   # the block correction's (trees, depth) to choose among
 
 
 def vector(f: dict) -> list[float]:
@@ -59,23 +61,51 @@ def linear_terms(f: dict) -> list[float]:
 
 class BlockModel:
     """Block time (p50 or min) from features: the non-negative line of ``linear_terms`` times a
-    boosted correction of its ratio (see the module docstring)."""
+    boosted correction of its ratio (see the module docstring). The correction's size, of
+    ``BOOSTS``, is the one that predicts the blocks of each profile best when fitted on the
+    others' (with ``groups``, the profile of each block, and at least 3 of them)."""
 
-    def __init__(self, feats: list[dict], ms: np.ndarray):
-        from scipy.optimize import nnls
-        from sklearn.ensemble import GradientBoostingRegressor
+    def __init__(self, feats: list[dict], ms: np.ndarray, groups=None):
         lin = np.array([linear_terms(f) for f in feats])
-        self.coef, _ = nnls(lin / ms[:, None], np.ones_like(ms))
-        ratio = np.log(ms / self._line(lin))
-        self.boost = GradientBoostingRegressor(n_estimators=200, max_depth=3, learning_rate=0.05, subsample=0.8,
-                                               random_state=0).fit(np.array([vector(f) for f in feats]), ratio)
+        x = np.array([vector(f) for f in feats])
+        self.boost_size, self.cv_error = BOOSTS[0], {}
+        if groups is not None and len(set(groups)) >= 3 and len(BOOSTS) > 1:
+            self.cv_error = {size: _cv_error(lin, x, ms, np.asarray(groups), size) for size in BOOSTS}
+            self.boost_size = min(BOOSTS, key=self.cv_error.get)
+        self.coef, self.boost = _fit(lin, x, ms, self.boost_size)
 
     def _line(self, lin: np.ndarray) -> np.ndarray:
-        return np.maximum(lin @ self.coef, 1e-6)
+        return _line(lin, self.coef)
 
     def predict(self, feats: list[dict]) -> np.ndarray:
         line = self._line(np.array([linear_terms(f) for f in feats]))
         return line * np.exp(self.boost.predict(np.array([vector(f) for f in feats])))
+
+
+def _line(lin: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    return np.maximum(lin @ coef, 1e-6)
+
+
+def _fit(lin: np.ndarray, x: np.ndarray, ms: np.ndarray, size: tuple[int, int]):
+    """The line (non-negative, for relative error) and the boosted correction of its log ratio,
+    of ``size`` (trees, depth)."""
+    from scipy.optimize import nnls
+    from sklearn.ensemble import GradientBoostingRegressor
+    coef, _ = nnls(lin / ms[:, None], np.ones_like(ms))
+    boost = GradientBoostingRegressor(n_estimators=size[0], max_depth=size[1], learning_rate=0.05, subsample=0.8,
+                                      random_state=0).fit(x, np.log(ms / _line(lin, coef)))
+    return coef, boost
+
+
+def _cv_error(lin, x, ms, groups, size) -> float:
+    """Mean absolute log error of the blocks of each group predicted by the model of ``size``
+    fitted on the other groups."""
+    err = []
+    for g in np.unique(groups):
+        out = groups == g
+        coef, boost = _fit(lin[~out], x[~out], ms[~out], size)
+        err.append(np.abs(np.log(_line(lin[out], coef)) + boost.predict(x[out]) - np.log(ms[out])))
+    return float(np.mean(np.concatenate(err)))
 
 
 class Predictor:
@@ -98,8 +128,11 @@ class Predictor:
         self.emulated = any(r["device"].get("emulated") for r, _ in recs)
         # a feature some records lack is left out (zero) on both sides of the fit
         self.unrecorded = {k for k in LATER if any(k not in r["arch"] for r, _ in blocks)}
-        self.model = BlockModel(self._known([r["arch"] for r, _ in blocks]), np.array([t for _, t in blocks]))
+        self.model = BlockModel(self._known([r["arch"] for r, _ in blocks]), np.array([t for _, t in blocks]),
+                                [_folder(r) for r, _ in blocks])
         self.blocks = len(blocks)
+        self.block_fit = {"trees": self.model.boost_size[0], "depth": self.model.boost_size[1],
+                          "cv_error": {f"{t}x{d}": e for (t, d), e in self.model.cv_error.items()}}
         # the profiled models, (model, side, folder): the whole model's time and its blocks' (time,
         # features), the blocks found by the files the whole model's record lists (a block two
         # profiles share, such as a classifier at the same width, is one file timed once), or in
@@ -241,4 +274,5 @@ def predict(model, device: str, *, runtime: str = "onnxruntime", precision: str 
             "statistic": statistic, "predicted_ms": p.total_ms(ms, [f for _, f in feats], side),
             "sum_of_blocks_ms": float(np.sum(ms)),
             "blocks": [{"block": n, "macs": f["macs"], "predicted_ms": float(t)} for (n, f), t in zip(feats, ms)],
-            "fit": {"block_records": p.blocks, **p.whole_fit(side), "emulated": p.emulated}}
+            "fit": {"block_records": p.blocks, "block_correction": p.block_fit, **p.whole_fit(side),
+                    "emulated": p.emulated}}

@@ -3,6 +3,7 @@ emulated arm64 device, the report's bars and roofline, latency predicted from a 
 sustained (thermal) bench mode."""
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -209,6 +210,7 @@ def test_predict_from_the_profile(local_profile):
                           if r["block"] is None and r["precision"] == "int8" and r["twin"]))["p50"]
     assert twin["twin"] and 0.2 * t < twin["predicted_ms"] < 5 * t and twin["predicted_ms"] > res["predicted_ms"]
     assert twin["fit"]["pooled"] and twin["fit"]["models"] == 2   # one profile: a plane of both sides
+    assert twin["fit"]["block_correction"]["cv_error"] == {}   # one profile: nothing to leave out
     missing = run("predict", "tiny", "--profile", local_profile / "nope.jsonl", code=2)
     assert "make one: edgeconv profile" in missing.output
 
@@ -312,6 +314,34 @@ def _synthetic_profiles(models=10, blocks=4, cache_mb=2, g=0.03, a=0.9, b=0.08, 
         recs.append(rec(f"{m:03d}{side}".ljust(64, "b"), None, {"block": None, "side": side, "block_files": {
             "model_int8.onnx": files}}, whole, f"/p/m{m}/{side}/_whole", f"m{m}"))
     return recs
+
+
+def test_block_correction_sized_by_leaving_out_each_profile():
+    """The block model's boosted correction is sized by how well it predicts each profile's blocks
+    fitted on the others': with a correction the line alone cannot make (a time that jumps where
+    a block's maps stop fitting a cache), the chosen model beats the line on held-out profiles,
+    and without profiles to leave out the first size is taken."""
+    from edgeconv.prediction import BOOSTS, BlockModel, linear_terms
+    rng = np.random.default_rng(0)
+    feats, ms, groups = [], [], []
+    for g in range(6):
+        for _ in range(60):
+            macs, elems, chs = rng.uniform(1e6, 5e7), rng.uniform(1e4, 2e6), int(rng.choice([16, 32, 64, 128]))
+            f = {"macs": macs, "macs_pointwise": macs, "in_elems": elems, "out_elems": elems, "params": chs * chs,
+                 "layers": 1, "kernel": 1, "stride": 1, "in_chs": chs, "out_chs": chs, "in_hw": 14, "out_hw": 14}
+            slow = 1.6 if elems > 5e5 and chs >= 64 else 1.0
+            feats.append(f)
+            ms.append((0.01 + macs / 2e8 + 2 * elems / 5e8) * slow)
+            groups.append(f"/p/m{g}")
+    ms = np.array(ms)
+    bm = BlockModel(feats, ms, groups)
+    assert set(bm.cv_error) == set(BOOSTS) and bm.boost_size == min(BOOSTS, key=bm.cv_error.get)
+    assert bm.cv_error[bm.boost_size] < 0.05
+    held = np.array(groups) == "/p/m0"
+    line = BlockModel([f for f, h in zip(feats, held) if not h], ms[~held])
+    assert line.cv_error == {} and line.boost_size == BOOSTS[0]
+    lin_only = np.abs(np.log(line._line(np.array([linear_terms(f) for f, h in zip(feats, held) if h])) / ms[held]))
+    assert bm.cv_error[bm.boost_size] < 0.5 * lin_only.mean()
 
 
 def test_predictor_plane_finds_the_cached_weights_term():
