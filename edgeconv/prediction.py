@@ -5,27 +5,28 @@ two stages. First a roofline-style line through every block: a fixed cost per bl
 layer, a cost per MAC of each conv kind (standard, pointwise, depthwise, grouped, linear), per
 activation element read and written, per depthwise element and per weight, non-negative and
 fitted for relative error (``linear_terms``); it extrapolates to sizes and widths no profiled
-block had. Then a gradient-boosted regressor (scikit-learn) from each block's features (MACs
-of each conv kind, weight and activation elements, layer count, kernel, stride, channels,
-size; all but the counts in log scale) to the log of measured / line: what the line misses
-(cache fits, kernel choices), bounded to the ratios it saw. Its size (trees, depth) is the one
-of ``BOOSTS`` that predicts each profile's blocks best when fitted on the other profiles'. The whole model comes from the sum
-of its blocks' and their count, through a plane fitted for relative error on the profiled
-models of its side (whole = a * sum - c * blocks - d * boundary elements + b + g * cached
-weights): the per-model overhead, what each micro-model pays and the whole model does not (a
-call, and moving its input and output in and out of the runtime's own layout), what fusion
-saves across blocks, and what the whole model pays and the micro-models do not: a micro-model
-timed over and over keeps its weights in cache when they fit, the whole model reads every
-block's from further out (g per MB of the weights of the blocks that fit in a cache of
-``cache_mb``; a block too big for it streams its weights in its own timing already). Every
-coefficient is fitted non-negative: each term is a cost or a saving of a known sign. With 8 or
-more models in a plane's fit the cache size is the one of ``CACHE_MB`` whose plane predicts
-each of them best when fitted on the others (0: no such term, also reported when g comes out
-0); from ``MIN_PLANE`` models the plane has no such term; with fewer it is the median offset of
-whole from sum (which may be negative). Each side has a plane of its own, the depthwise models
-and their dense twins keep and lose different things between blocks (ONNX Runtime fp32 on an
-x86 VM: the twins' whole models run 1.0-1.4x their blocks' sum, the models 0.7-1.3x), fitted on
-that side's profiled models once it has ``MIN_PLANE`` of them, else on all.
+block had. Then a gradient-boosted regressor (scikit-learn) from each block's features (MACs of
+each conv kind, weight and activation elements, layer count, kernel, stride, channels, size;
+all but the counts in log scale) to the log of measured / line: what the line misses (cache
+fits, kernel choices), bounded to the ratios it saw. Its size (trees, depth) is the one of
+``BOOSTS`` that predicts each profile's blocks best when fitted on the other profiles'. The
+whole model comes from the sum of its blocks' and their count, through a plane fitted for
+relative error on the profiled models of its side (whole = a * sum - c * blocks - d * boundary
+elements + b + g * cached weights): the per-model overhead, what each micro-model pays and the
+whole model does not (a call, and moving its input and output in and out of the runtime's own
+layout), what fusion saves across blocks, and what the whole model pays and the micro-models do
+not: a micro-model timed over and over keeps its weights in cache when they fit, the whole
+model reads every block's from further out (g per MB of the weights of the blocks that fit in a
+cache of ``cache_mb``; a block too big for it streams its weights in its own timing already).
+Every coefficient is fitted non-negative: each term is a cost or a saving of a known sign. With
+8 or more models in a plane's fit the cache size is the one of ``CACHE_MB`` whose plane
+predicts each of them best when fitted on the others (0: no such term, also reported when g
+comes out 0); from ``MIN_PLANE`` models the plane has no such term; with fewer it is the median
+offset of whole from sum (which may be negative). Each side has a plane of its own, the
+depthwise models and their dense twins keep and lose different things between blocks (ONNX
+Runtime fp32 on an x86 VM: the twins' whole models run 1.0-1.4x their blocks' sum, the models
+0.7-1.3x), fitted on that side's profiled models once it has ``MIN_PLANE`` of them, else on
+all.
 """
 from __future__ import annotations
 
