@@ -234,8 +234,12 @@ def _key_of(r: dict) -> tuple:
                    r.get("block"))
 
 
-def completed(records: list[dict]) -> set[tuple]:
-    return {_key_of(r) for r in records if r.get("status") == "ok"}
+def completed(records: list[dict], sustained: bool = False) -> set[tuple]:
+    """The run keys of the ok records, of sustained runs (``bench --sustained``) or of ordinary
+    ones: each kind of run resumes on its own, so a sustained run is not skipped for an earlier
+    ordinary timing of the same file, nor the other way round."""
+    return {_key_of(r) for r in records if r.get("status") == "ok"
+            and bool((r.get("config") or {}).get("sustained_seconds")) == sustained}
 
 
 def latest(records: list[dict]) -> dict[tuple, dict]:
@@ -461,7 +465,8 @@ def bench_device(device, jobs: list[Job], results: ResultsFile, cfg: TimingConfi
     Jobs already completed are skipped unless ``force`` (``pending``); every record is written
     as soon as it is measured."""
     run_id = run_id or uuid.uuid4().hex[:12]
-    done = set() if force else (done if done is not None else completed(results.records()))
+    done = set() if force else (done if done is not None else completed(results.records(),
+                                                                        bool(cfg.sustained_seconds)))
     todo = pending(device, jobs, done)
     skipped = len(jobs) - len(todo)
     if progress:
@@ -503,7 +508,7 @@ def run_jobs(jobs: list[Job], devs, rf: ResultsFile, cfg: TimingConfig, *, force
     rf.check_writable()
     with FolderLock(rf.path.parent, "--results file", name=f".{rf.path.name}.lock", subject=rf.path):
         run_id = uuid.uuid4().hex[:12]
-        done = set() if force else completed(rf.records())
+        done = set() if force else completed(rf.records(), bool(cfg.sustained_seconds))
         if cluster:
             from .cluster import bench_on_cluster
             return bench_on_cluster(cluster, jobs, devs, rf, cfg, run_id, done, progress)

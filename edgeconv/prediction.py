@@ -42,6 +42,7 @@ LATER = ("pad_elems",)   # features profiles made by earlier versions do not rec
 CACHE_MB = (0, 0.5, 1, 2, 4, 8, 16, 32)   # the cache sizes (MB) the whole-model plane chooses among
 MIN_PLANE = 5   # profiled models a side needs for a plane of its own
 BOOSTS = ((200, 3), (400, 4))   # the block correction's (trees, depth) to choose among
+PROFILES = "profiles/*/results.jsonl"   # where `edgeconv profile` writes by default
 
 
 def vector(f: dict) -> list[float]:
@@ -113,24 +114,30 @@ class Predictor:
     """Block latency model of one (device, runtime, precision), of one statistic of the timings:
     the p50 of the runs, or their min (what repeats on a machine whose speed jumps)."""
 
-    def __init__(self, records: list[dict], device: str, runtime: str, precision: str, statistic: str = "p50"):
+    def __init__(self, records: list[dict], device: str, runtime: str, precision: str, statistic: str = "p50",
+                 threads: int = 1):
         from .benchmark import file_timings
-        from .profiling import PEAK
-        self.device, self.runtime, self.precision = device, runtime, precision
+        from .profiling import PEAK, profile_folder
+        self.device, self.runtime, self.precision, self.threads = device, runtime, precision, threads
         # (newest record, its time by the statistic) per file
-        recs = [(r, t) for r, t in file_timings(records, statistic) if t is not None and r["device"]["name"] == device
-                and r.get("runtime") == runtime and r.get("precision") == precision and isinstance(r.get("arch"), dict)
-                and "side" in r["arch"]]
+        profiled = [(r, t) for r, t in file_timings(records, statistic) if t   # not None, nor 0 (a tool's floor)
+                    and isinstance(r.get("arch"), dict) and "side" in r["arch"]]
+        recs = [(r, t) for r, t in profiled if r["device"]["name"] == device and r.get("runtime") == runtime
+                and r.get("precision") == precision and r.get("threads") == threads]
         blocks = [(r, t) for r, t in recs if r["arch"]["block"] not in (None, PEAK)]
         if len(blocks) < 5:
-            raise ValueError(f"no profile to predict from for device {device!r}, {runtime} {precision} "
-                             f"({len(blocks)} block records); make one first: edgeconv profile MODEL --device "
-                             f"{device} --runtime {runtime} --precision {precision} --results FILE")
+            held = sorted({f"{r['device']['name']} {r.get('runtime')} {r.get('precision')} {r.get('threads')} "
+                           f"thread{'s' if r.get('threads') != 1 else ''}" for r, _ in profiled})
+            raise ValueError(f"no profile to predict from for device {device!r}, {runtime} {precision}, {threads} "
+                             f"thread{'s' if threads != 1 else ''} ({len(blocks)} block records; the profiles hold "
+                             f"{'; '.join(held) if held else 'none'}); make one first: edgeconv profile MODEL "
+                             f"--device {device} --runtime {runtime} --precision {precision}"
+                             + (f" --threads {threads}" if threads != 1 else ""))
         self.emulated = any(r["device"].get("emulated") for r, _ in recs)
         # a feature some records lack is left out (zero) on both sides of the fit
         self.unrecorded = {k for k in LATER if any(k not in r["arch"] for r, _ in blocks)}
         self.model = BlockModel(self._known([r["arch"] for r, _ in blocks]), np.array([t for _, t in blocks]),
-                                [_folder(r) for r, _ in blocks])
+                                [profile_folder(r) for r, _ in blocks])
         self.blocks = len(blocks)
         self.block_fit = {"trees": self.model.boost_size[0], "depth": self.model.boost_size[1],
                           "cv_error": {f"{t}x{d}": e for (t, d), e in self.model.cv_error.items()}}
@@ -144,11 +151,11 @@ class Predictor:
             if r["arch"]["block"] is None:
                 files, side = (r["arch"].get("block_files") or {}).get(r.get("file")), r["arch"]["side"]
                 keys = [(sha, f"{side}:{name}") for name, sha in (files or {}).items()]
-                self.profiled[(r.get("model"), side, _folder(r))] = {
+                self.profiled[(r.get("model"), side, profile_folder(r))] = {
                     "whole_ms": t, "whole_timestamp": r.get("timestamp"), "listed": files is not None,
                     "blocks": [timed[k] for k in keys if k in timed], "missing": sum(k not in timed for k in keys)}
         for r, t in blocks:
-            m = self.profiled.setdefault((r.get("model"), r["arch"]["side"], _folder(r)),
+            m = self.profiled.setdefault((r.get("model"), r["arch"]["side"], profile_folder(r)),
                                          {"whole_ms": None, "listed": False, "blocks": [], "missing": 0})
             if not m["listed"]:
                 m["blocks"].append((t, r["arch"]))
@@ -226,11 +233,6 @@ def _relative_fit(x: np.ndarray, w: np.ndarray) -> list[float]:
     return [float(v) for v in coef]
 
 
-def _folder(r: dict) -> str:
-    """The profile folder of a record's micro-model or whole model (out/side/block)."""
-    return r.get("artifact", "").rsplit("/", 2)[0]
-
-
 def _io_elems(f: dict) -> float:
     """Elements a block reads and writes at its boundary, in millions: what a micro-model moves
     in and out of the runtime's own layout, and the whole model does not."""
@@ -240,7 +242,7 @@ def _io_elems(f: dict) -> float:
 def model_features(model, depth: int = 1) -> list[tuple[str, dict]]:
     """(block, features) of every block of a built model, from its fp32 forward pass on zeros."""
     from .card import blocks
-    from .profiling import _block_in_shape, _Micro, capture_inputs, features
+    from .profiling import _Micro, capture_inputs, features
     names = blocks(model, depth)
     x = np.zeros((1, *model.input_shape), np.float32)
     inputs = capture_inputs(model, names, x)
@@ -249,30 +251,52 @@ def model_features(model, depth: int = 1) -> list[tuple[str, dict]]:
     for name in names:
         if name not in inputs:
             continue
-        shape = tuple(inputs[name].shape[1:])
-        out.append((name, features(_Micro.build(mods[name], _block_in_shape(mods[name], inputs[name])), shape)))
+        x, shape = inputs[name]
+        out.append((name, features(_Micro.build(mods[name], shape), tuple(x.shape[1:]))))
     return out
 
 
-def predict(model, device: str, *, runtime: str = "onnxruntime", precision: str = "int8", profile="profile.jsonl",
-            twin: bool = False, width=None, input_size=None, depth: int = 1, statistic: str = "p50") -> dict:
-    """``edgeconv predict``: the latency of ``model`` (zoo name or card) on ``device`` predicted from
-    the profile records in ``profile``, per block and in total (``predicted_ms``: the p50 of its
-    runs, or with ``statistic="min"`` the fastest)."""
+def profile_files(profile=None) -> list:
+    """The results files ``profile`` names: a path or a glob, or a list of them (default
+    ``PROFILES``, where ``edgeconv profile`` writes), each that exists; raises naming those that
+    do not."""
+    import glob
     from pathlib import Path
+    names = [profile] if isinstance(profile, (str, Path)) else list(profile or [PROFILES])
+    found, missing = [], []
+    for n in map(str, names):
+        hits = sorted(glob.glob(n)) if glob.has_magic(n) else [n] if Path(n).is_file() else []
+        found += [Path(h) for h in hits if Path(h) not in found]
+        if not hits:
+            missing.append(n)
+    if missing and (profile or not found):
+        raise FileNotFoundError(f"no profile results at {', '.join(missing)}")
+    return found
 
+
+def predict(model, device: str, *, runtime: str = "onnxruntime", precision: str = "int8", profile=None,
+            twin: bool = False, width=None, input_size=None, depth: int = 1, statistic: str = "p50",
+            threads: int = 1) -> dict:
+    """``edgeconv predict``: the latency of ``model`` (zoo name or card) on ``device`` predicted from
+    the profile records in ``profile`` (results files or globs; default every profile under
+    ``profiles/``), per block and in total (``predicted_ms``: the p50 of its runs, or with
+    ``statistic="min"`` the fastest)."""
     from .benchmark import ResultsFile
     from .zoo import create_model
-    if not Path(profile).exists():
-        raise FileNotFoundError(f"profile {profile} does not exist; make one: edgeconv profile MODEL --device {device} "
-                                f"--runtime {runtime} --precision {precision} --results {profile}")
-    p = Predictor(ResultsFile(profile).records(), device, runtime, precision, statistic)
+    try:
+        files = profile_files(profile)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; make one: edgeconv profile MODEL --device {device} --runtime {runtime} "
+                                f"--precision {precision} (it writes profiles/MODEL_RUNTIME/results.jsonl, which "
+                                f"predict reads by default)") from None
+    records = [r for f in files for r in ResultsFile(f).records()]
+    p = Predictor(records, device, runtime, precision, statistic, threads)
     net = create_model(model, twin=twin, width=width, input_size=input_size)
     feats = model_features(net, depth)
     ms = p.block_ms([f for _, f in feats])
     side = "twin" if twin else "model"
     return {"model": net.card.name, "twin": twin, "device": device, "runtime": runtime, "precision": precision,
-            "statistic": statistic, "predicted_ms": p.total_ms(ms, [f for _, f in feats], side),
+            "threads": threads, "statistic": statistic, "profiles": [str(f) for f in files], "predicted_ms": p.total_ms(ms, [f for _, f in feats], side),
             "sum_of_blocks_ms": float(np.sum(ms)),
             "blocks": [{"block": n, "macs": f["macs"], "predicted_ms": float(t)} for (n, f), t in zip(feats, ms)],
             "fit": {"block_records": p.blocks, "block_correction": p.block_fit, **p.whole_fit(side),

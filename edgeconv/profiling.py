@@ -106,16 +106,19 @@ def block_bytes(f: dict, precision: str) -> dict:
     return {"weight_bytes": f["params"] * size, "act_bytes": (f["in_elems"] + f["out_elems"]) * size}
 
 
-def capture_inputs(model, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+def capture_inputs(model, names: list[str], x: np.ndarray) -> dict[str, tuple[np.ndarray, tuple]]:
     """The input of every block in ``names`` on the samples ``x`` (one forward pass, batch by
-    batch), as N x C x H x W float32 (flat inputs as N x C x 1 x 1)."""
+    batch): N x C x H x W float32 (flat inputs as N x C x 1 x 1, as they are exported) and the
+    shape of one sample as the block takes it."""
     import torch
     mods = dict(model.named_modules())
     got: dict[str, list] = {n: [] for n in names}
+    shapes: dict[str, tuple] = {}
 
     def hook(name):
         def pre(_m, args):
             a = args[0].detach()
+            shapes[name] = tuple(a.shape[1:])
             got[name].append((a if a.dim() == 4 else a.reshape(a.shape[0], -1, 1, 1)).numpy().copy())
         return pre
 
@@ -127,7 +130,7 @@ def capture_inputs(model, names: list[str], x: np.ndarray) -> dict[str, np.ndarr
     finally:
         for h in handles:
             h.remove()
-    return {n: np.concatenate(v) for n, v in got.items() if v}
+    return {n: (np.concatenate(v), shapes[n]) for n, v in got.items() if v}
 
 
 def peak_module(chs: int, hw: int):
@@ -172,8 +175,8 @@ def plan_profile(model: str, out: str | Path, *, fmt: str, precision: str, calib
         for name in names:
             if name not in inputs:
                 continue  # a block the forward pass never calls
-            x = inputs[name]
-            micro = _Micro.build(mods[name], _block_in_shape(mods[name], x))
+            x, shape = inputs[name]
+            micro = _Micro.build(mods[name], shape)
             micro.card = ModelCard(net.card.name, tuple(x.shape[1:]), None, None, None, {"kind": "pt2"}, twin)
             micro.input_shape = tuple(x.shape[1:])
             f = features(micro, tuple(x.shape[1:]))
@@ -184,12 +187,20 @@ def plan_profile(model: str, out: str | Path, *, fmt: str, precision: str, calib
         # the whole model lists its blocks' files, per file of its own (a folder holds every format
         # and precision): a block two profiles share (a classifier at the same width) is one file,
         # timed once, and still part of both
+        for block, art, _ in arts:
+            if not art.name_of(fmt, precision):
+                err = next((e.get("message") for e in art.errors if isinstance(e, dict)
+                            and (e.get("format"), e.get("precision")) == (fmt, precision)), "no file written")
+                log(f"warning: {side} {block or 'whole model'}: not exported to {fmt} {precision}, so not timed "
+                    f"({err})")
         whole_file = arts[0][1].name_of(fmt, precision)
         if whole_file:
             before = arts[0][1].manifest.arch
             listed = dict(before.get("block_files") or {}) if isinstance(before, dict) else {}
-            listed[whole_file] = {name: art.files[art.name_of(fmt, precision)].sha256
-                                  for name, art, _ in arts[1:] if art.name_of(fmt, precision)}
+            # a block that did not export is listed without a file: the whole model then has a
+            # block missing, and the predictor leaves it out of its fit
+            listed[whole_file] = {name: art.files[art.name_of(fmt, precision)].sha256 if art.name_of(fmt, precision)
+                                  else None for name, art, _ in arts[1:]}
             arts[0][2]["block_files"] = listed
             arts[0][2]["block_layers"] = {name: f["layers"] for name, _, f in arts[1:]}
         for block, art, f in arts:
@@ -218,12 +229,6 @@ def _cost_rows(net) -> list[dict]:
     return model_cost(net)["blocks"]
 
 
-def _block_in_shape(module, x) -> tuple:
-    """The shape the block itself takes (the captured input is kept 4-D for export)."""
-    import torch
-    return (module.in_features,) if isinstance(module, torch.nn.Linear) else tuple(x.shape[1:])
-
-
 def _recipe_for(recipe, block: str):
     """The model's recipe, with its fp32 modules mapped into the micro-model (``block.`` prefix)."""
     from dataclasses import replace
@@ -244,7 +249,7 @@ def profile(model: str, device: str = "local", *, runtime: str = "onnxruntime", 
     from bench_device.agent import OP_PROFILERS   # the runtimes with an op profiler in Python
 
     from .artifact import RUNTIMES, format_of
-    from .benchmark import ResultsFile, TimingConfig, run_jobs
+    from .benchmark import ResultsFile, TimingConfig, latest, run_jobs
     from .device.inventory import get_device
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r} is unknown; known: {', '.join(RUNTIMES)}")
@@ -253,25 +258,53 @@ def profile(model: str, device: str = "local", *, runtime: str = "onnxruntime", 
     if dev.runtimes and runtime not in dev.runtimes:
         raise ValueError(f"device {device!r} runs {', '.join(dev.runtimes)}, not {runtime}")
     variant = (f"_w{width:g}" if width else "") + (f"_{input_size}px" if input_size else "")
-    out = Path(out or Path("profiles") / f"{Path(str(model)).stem}{variant}_{runtime}")
+    out = Path(out or Path("profiles") / f"{folder_name(model)}{variant}_{runtime}")
+    rf = ResultsFile(results or out / "results.jsonl")
+    rf.check_writable()   # before the exports, not after them
     jobs = plan_profile(model, out, fmt=fmt, precision=precision, calib=calib, class_index=class_index,
                         weights=weights, pretrained=pretrained, input_size=input_size, width=width, depth=depth,
                         recipe=recipe, force=force, log=log)
+    if not jobs:
+        raise ValueError(f"nothing of {model} exported to {fmt} {precision} (see the warnings above and the "
+                         f"errors in {out}/*/*/manifest.json); nothing was timed")
     for j in jobs:
         j.threads = threads
-    rf = ResultsFile(results or out / "results.jsonl")
     cfg = cfg or TimingConfig()
     if cfg.op_profile_runs is None:
         cfg = replace(cfg, op_profile_runs=OP_PROFILE_RUNS if runtime in OP_PROFILERS else 0)
     if cfg.files_per_agent is None:
         cfg = replace(cfg, files_per_agent=FILES_PER_AGENT)
     run_jobs(jobs, [dev], rf, cfg, force=force, progress=progress)
-    t = table(rf.records(warn=False), device, runtime, precision, model_name=jobs[0].artifact.manifest.model)
-    if rf.path.parent.resolve() == out.resolve():
+    # this plan's files only: not another profile's (other size, depth or thread count) in a shared file
+    mine = {(j.entry.sha256, j.block) for j in jobs}
+    recs = [r for r in rf.records(warn=False) if (r.get("sha256"), r.get("block")) in mine
+            and r.get("threads") == threads and (r.get("device") or {}).get("name") == device]
+    failed = {(r.get("block") or "whole model", r.get("error")) for r in latest(recs).values() if r.get("status") != "ok"}
+    if not any(r.get("status") == "ok" for r in recs):
+        raise ValueError(f"every file of the profile failed on {device!r}, e.g. {sorted(failed, key=str)[0][1]}; "
+                         f"the error records are in {rf.path}")
+    t = table(recs, device, runtime, precision, model_name=jobs[0].artifact.manifest.model)
+    t["errors"] = [{"block": b, "error": e} for b, e in sorted(failed, key=str)]
+    if rf.path.resolve() == (out / "results.jsonl").resolve():
         from .reporting import report
         t["report"] = str(report(out)["html"])
     t["results"] = str(rf.path)
     return t
+
+
+def folder_name(model: str) -> str:
+    """A folder name for a model named by zoo name, card file or source (``nets.py:small``)."""
+    name = Path(str(model)).name
+    for suffix in (".toml", ".pt2"):
+        name = name.removesuffix(suffix)
+    return re.sub(r"[^\w.-]+", "_", name.replace(".py:", "_")).strip("_.") or "model"
+
+
+def profile_folder(r: dict) -> str:
+    """The profile folder (``out``) of a record of a micro-model or whole model (out/side/block)
+    or of the peak conv (out/_peak)."""
+    path = str(r.get("artifact", ""))
+    return path.rsplit("/", 1)[0] if (r.get("arch") or {}).get("side") == "peak" else path.rsplit("/", 2)[0]
 
 
 def node_blocks(path: str | Path, blocks: list[str]) -> dict[str, str]:

@@ -2,6 +2,7 @@
 emulated arm64 device, the report's bars and roofline, latency predicted from a profile, and the
 sustained (thermal) bench mode."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,6 +214,68 @@ def test_predict_from_the_profile(local_profile):
     assert twin["fit"]["block_correction"]["cv_error"] == {}   # one profile: nothing to leave out
     missing = run("predict", "tiny", "--profile", local_profile / "nope.jsonl", code=2)
     assert "make one: edgeconv profile" in missing.output
+
+
+def test_predict_keeps_thread_counts_apart(local_profile):
+    """Profiles timed with another thread count in the same files are not fitted together: each
+    --threads predicts from its own records, and one with none names what the files hold."""
+    from edgeconv.prediction import Predictor, model_features
+    recs = ResultsFile(local_profile / "results.jsonl").records()
+    two = [{**r, "threads": 2, "samples_ms": [t / 2 for t in r["samples_ms"]]} for r in recs if r.get("samples_ms")]
+    feats = [f for _, f in model_features(create_model("tiny"))]
+    one, both, halved = (Predictor(recs + extra, "local", "onnxruntime", "int8", threads=n)
+                         for extra, n in (([], 1), (two, 1), (two, 2)))
+    assert both.block_ms(feats) == pytest.approx(one.block_ms(feats), rel=1e-9)
+    assert halved.block_ms(feats) == pytest.approx(one.block_ms(feats) / 2, rel=1e-6)
+    bad = run("predict", "tiny", "--profile", local_profile / "results.jsonl", "--threads", "4", code=2).output
+    assert "local onnxruntime int8 1 thread" in " ".join(bad.split()) and "--threads 4" in bad
+
+
+def test_profile_of_a_model_whose_classifier_takes_a_flat_input(tmp_path, monkeypatch):
+    """A classifier block that takes the pooled features flat (torchvision's Dropout + Linear) is
+    profiled at that shape; a source given directly profiles into a folder named after it, and
+    predict finds that profile where profile wrote it."""
+    (tmp_path / "flat.py").write_text(
+        "from torch import nn\n\n\n"
+        "class Flat(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU())\n"
+        "        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, 1, 1, groups=8), nn.ReLU(), nn.Conv2d(8, 16, 1))\n"
+        "        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(16, 10))\n\n"
+        "    def forward(self, x):\n"
+        "        return self.classifier(self.body(self.stem(x)).mean((2, 3)))\n")
+    monkeypatch.chdir(tmp_path)
+    t = json.loads(run("profile", "flat.py:Flat", "--input-size", "32", "--precision", "fp32", "--json", *FAST).stdout)
+    assert [r["block"] for r in t["rows"]] == ["stem", "body", "classifier"]
+    assert all(r["model_ms"] > 0 and r["twin_ms"] > 0 for r in t["rows"]) and t["errors"] == []
+    assert t["results"] == str(Path("profiles") / "flat_Flat_32px_onnxruntime" / "results.jsonl")
+    res = json.loads(run("predict", "flat.py:Flat", "--input-size", "32", "--precision", "fp32", "--json").stdout)
+    assert res["profiles"] == [t["results"]] and res["predicted_ms"] > 0
+    assert [b["block"] for b in res["blocks"]] == ["stem", "body", "classifier"]
+
+
+def test_profiles_sharing_a_results_file_stay_apart(tmp_path):
+    """Two profiles of one model at two input sizes into one results file: each shows its own
+    records (not whichever came last), and the report of that file's folder has a table for each."""
+    rf = tmp_path / "a" / "results.jsonl"
+    small, large = (json.loads(run("profile", "tiny", "--input-size", size, "--precision", "fp32", "--out",
+                                   tmp_path / name, "--results", rf, "--op-profile-runs", "0", "--json", *FAST).stdout)
+                    for name, size in (("a", 32), ("b", 64)))
+    assert large["model_macs"] > 3 * small["model_macs"]
+    again = json.loads(run("profile", "tiny", "--input-size", 32, "--precision", "fp32", "--out", tmp_path / "a",
+                           "--results", rf, "--op-profile-runs", "0", "--json", *FAST).stdout)
+    assert again["whole_ms"] == small["whole_ms"] and again["model_macs"] == small["model_macs"]
+    assert "report" in small and "report" not in large   # b's records are not in b/results.jsonl
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "onnxruntime fp32 (a)" in html and "onnxruntime fp32 (b)" in html
+
+
+def test_a_profile_whose_every_file_fails_says_why(tmp_path):
+    (tmp_path / "inv.toml").write_text("[devices.gone]\ntransport = 'local'\npython = '/nonexistent/python3'\n")
+    res = run("profile", "tiny", "--device", "gone", "--inventory", tmp_path / "inv.toml", "--precision", "fp32",
+              "--out", tmp_path / "p", *FAST, code=2)
+    assert "every file of the profile failed" in " ".join(res.output.split()) and "/nonexistent/python3" in res.output
 
 
 def test_predictor_takes_the_median_of_a_file_timed_again(local_profile):
@@ -445,6 +508,10 @@ def test_sustained_bench_flags_drift(tiny_artifact, tmp_path):
     assert d["window_s"] == pytest.approx(t[-1] / 3, rel=0.05) and isinstance(d["drifted"], bool)
     assert d["drifted"] == (abs(d["p50_last_ms"] / d["p50_first_ms"] - 1) > d["threshold"])
     assert "sustained local model_int8.onnx" in " ".join(res.output.split())
+    # an ordinary timing of the same file is a run of its own, not one the sustained run completed
+    run("bench", tiny_artifact, "--runtime", "onnxruntime", "--precision", "int8", "--results", results, *FAST)
+    recs = ResultsFile(results).records()
+    assert len(recs) == 2 and not recs[1]["config"]["sustained_seconds"] and "drift" not in recs[1]
 
 
 def test_device_check_warns_about_the_governor():

@@ -164,7 +164,8 @@ def setup_arm64(with_executorch, force):
 @click.option("--force", is_flag=True, help="Run again what the results file already holds.")
 @click.option("--sustained", type=float, callback=positive("sustained", 0.001),
               help="Sustained mode: time each file for this many MINUTES, sampling temperature, clock and "
-                   "throttling, and flag a p50 that drifts between the first and last minute.")
+                   "throttling, and flag a p50 that drifts between the first and last minute (third, in a run "
+                   "under three minutes).")
 @click.option("--drift-threshold", default=5.0, show_default=True, callback=positive("drift-threshold"),
               help="With --sustained: percent change of p50 that flags a run.")
 @click.option("--files-per-agent", default=1, show_default=True, callback=positive("files-per-agent", 1),

@@ -3,6 +3,7 @@ device, and latency predicted from such profiles."""
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 from rich.table import Table
@@ -107,6 +108,12 @@ def profile(model, device, inventory, runtime, precision, results, out, calib, c
         print_profile(t)
         console.print(f"records: {t['results']}" + (f"; report: {t['report']}" if t.get("report") else ""),
                       highlight=False)
+    for e in t["errors"]:
+        err_console.print(f"error: {e['block']}: {e['error']}", highlight=False)
+    if t["errors"]:
+        err_console.print(f"{len(t['errors'])} file(s) of the profile failed: their rows are empty; the error records "
+                          f"are in {t['results']} (run again to retry them)", highlight=False)
+        sys.exit(1)
 
 
 with_model_help(profile)
@@ -117,8 +124,12 @@ with_model_help(profile)
 @click.option("--device", default="local", show_default=True, help="The profiled device.")
 @click.option("--runtime", default="onnxruntime", show_default=True, type=click.Choice(RUNTIMES))
 @click.option("--precision", default="int8", show_default=True, type=click.Choice(PRECISIONS))
-@click.option("--profile", "profile_file", default="profile.jsonl", show_default=True, type=click.Path(dir_okay=False),
-              help="Results of `edgeconv profile` runs on that device.")
+@click.option("--profile", "profile_files", multiple=True, metavar="FILE",
+              help="Results of `edgeconv profile` runs on that device: repeat it, or give a quoted glob; the "
+                   "more profiled models, the better the fit [default: profiles/*/results.jsonl, where "
+                   "`edgeconv profile` writes].")
+@click.option("--threads", default=1, show_default=True, callback=positive("threads", 1),
+              help="The thread count the profile was timed with (`profile --threads`).")
 @click.option("--twin", is_flag=True, help="Predict the standard-conv twin instead.")
 @click.option("--width", type=float, help="Width multiplier (zoo models).")
 @click.option("--input-size", type=int, help="Input resolution.")
@@ -127,17 +138,21 @@ with_model_help(profile)
               help="What is predicted: the median run (p50) or the fastest (min). On a shared machine whose "
                    "speed jumps between runs (a VM beside others), min is the one that repeats.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (predicted_ms, per block).")
-def predict(model, device, runtime, precision, profile_file, twin, width, input_size, depth, statistic, as_json):
-    """Predict MODEL's latency on a profiled device without running it: per block and in total.
+def predict(model, device, runtime, precision, profile_files, threads, twin, width, input_size, depth, statistic,
+            as_json):
+    """Predict MODEL's latency on a profiled device without running it: per block and in total,
+    fitted on the blocks of every profile of that device, runtime, precision and thread count.
 
     \b
-    Example:
-      edgeconv profile mobilenet_v2 --input-size 128 --results prof.jsonl
-      edgeconv predict mobilenet_v1 --width 0.75 --input-size 160 --profile prof.jsonl
+    Example (three profiles, then a model none of them is):
+      edgeconv profile mobilenet_v2 --input-size 128
+      edgeconv profile mobilenet_v1 --width 0.5 --input-size 224
+      edgeconv profile efficientnet_lite0 --width 0.75 --input-size 160
+      edgeconv predict mobilenet_v1 --width 0.75 --input-size 160
     """
     from ..prediction import predict as do_predict
-    res = do_predict(model, device, runtime=runtime, precision=precision, profile=profile_file, twin=twin,
-                     width=width, input_size=input_size, depth=depth, statistic=statistic)
+    res = do_predict(model, device, runtime=runtime, precision=precision, profile=list(profile_files) or None,
+                     twin=twin, width=width, input_size=input_size, depth=depth, statistic=statistic, threads=threads)
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return

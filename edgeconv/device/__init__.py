@@ -196,6 +196,10 @@ class AgentSession:
         from .native import PARSERS, native_argv
         fmt = next(f for f in FORMATS.values() if f.suffix == Path(path).suffix)
         tool = fmt.native_tool
+        if getattr(timing, "sustained_seconds", 0):
+            raise TransportError(f"device {self.device.name!r} has no Python for the agent, and its native `{tool}` "
+                                 "cannot sample temperature and clocks over a sustained run; run --sustained on a "
+                                 "device with Python (or install python3 on it)")
         binary = self.transport.native.get(tool)
         if not binary:
             raise TransportError(f"device {self.device.name!r} has no Python for the agent and no native "

@@ -12,19 +12,27 @@ def _fmt(v, spec=".3f"):
 
 
 def profile_sections(records: list[dict], plots_dir: Path) -> list[tuple]:
-    """(title, header, rows, note, [plot paths]) for every profiled (device, runtime, model)."""
-    from ..profiling import table
-    keys = sorted({(r["device"]["name"], r["runtime"], r.get("model")) for r in records
-                   if r.get("status") == "ok" and r.get("block") and isinstance(r.get("arch"), dict)
-                   and r["arch"].get("side") in ("model", "twin")})
+    """(title, header, rows, note, [plot paths]) for every profile: profiled (device, runtime,
+    model) with its thread count and folder (a results file may hold one model's profiles at
+    several sizes)."""
+    from ..profiling import profile_folder, table
+    keys = sorted({(r["device"]["name"], r["runtime"], r.get("model"), r.get("threads") or 0, profile_folder(r))
+                   for r in records if r.get("status") == "ok" and r.get("block") and isinstance(r.get("arch"), dict)
+                   and r["arch"].get("side") in ("model", "twin")}, key=str)
+    folders: dict[tuple, int] = {}
+    for k in keys:
+        folders[k[:4]] = folders.get(k[:4], 0) + 1
     out = []
-    for device, runtime, model in keys:
+    for device, runtime, model, threads, folder in keys:
+        mine = [r for r in records if (r.get("threads") or 0) == threads and profile_folder(r) == folder]
         tables = {}
         for precision in ("fp32", "int8"):
             try:
-                tables[precision] = table(records, device, runtime, precision, model)
+                tables[precision] = table(mine, device, runtime, precision, model)
             except ValueError:
                 continue
+        where = (f", {threads} threads" if threads != 1 else "") + (
+            f" ({Path(folder).name})" if folders[(device, runtime, model, threads)] > 1 else "")
         for precision, t in tables.items():
             op = t.get("op_profile") or {}
             # with an op profile, each side's block time inside its whole model beside its micro-model's
@@ -41,14 +49,14 @@ def profile_sections(records: list[dict], plots_dir: Path) -> list[tuple]:
                     + "".join(f" In whole ({side}): the block's operator times inside the whole model under the "
                               f"runtime's op profiler ({o.get('source')}; a cross-check, its overhead included), "
                               f"{_fmt(o['outside_blocks_ms'])} ms outside any block." for side, o in op.items()))
-            plot = _bars(t, plots_dir / f"profile_{_slug(device, runtime, model, precision)}.png")
-            out.append((f"Per-block latency: {model} vs twin on {device}, {runtime} {precision}",
+            plot = _bars(t, plots_dir / f"profile_{_slug(device, runtime, model, precision, threads, Path(folder).name)}.png")
+            out.append((f"Per-block latency: {model} vs twin on {device}, {runtime} {precision}{where}",
                         ["block", "kind", "MACs", "weights", "activations", "model ms", *(["in whole"] if op else []),
                          "twin ms", *(["in whole"] if op else []), "latency ratio", "MAC ratio", "model GMAC/s",
                          "twin GMAC/s"], rows, note, [plot]))
         if tables:
-            roof = _roofline(tables, plots_dir / f"roofline_{_slug(device, runtime, model)}.png")
-            out.append((f"Roofline: {device}, {runtime}", ["precision", "peak GMAC/s (dense conv)"],
+            roof = _roofline(tables, plots_dir / f"roofline_{_slug(device, runtime, model, threads, Path(folder).name)}.png")
+            out.append((f"Roofline: {device}, {runtime}{where}", ["precision", "peak GMAC/s (dense conv)"],
                         [[p, _fmt(t["peak_gmacs"], ".2f")] for p, t in tables.items()],
                         "Arithmetic intensity (MACs per byte of weights and activations moved) against achieved "
                         "GMAC/s for every block of the model and its twin: blocks far below the roof at low "
