@@ -238,28 +238,34 @@ def completed(records: list[dict], sustained: bool = False) -> set[tuple]:
     """The run keys of the ok records, of sustained runs (``bench --sustained``) or of ordinary
     ones: each kind of run resumes on its own, so a sustained run is not skipped for an earlier
     ordinary timing of the same file, nor the other way round."""
-    return {_key_of(r) for r in records if r.get("status") == "ok"
-            and bool((r.get("config") or {}).get("sustained_seconds")) == sustained}
+    return {_key_of(r) for r in records if r.get("status") == "ok" and _sustained(r) == sustained}
+
+
+def _sustained(r: dict) -> bool:
+    return bool((r.get("config") or {}).get("sustained_seconds"))
 
 
 def latest(records: list[dict]) -> dict[tuple, dict]:
-    """The newest record per (sha256, runtime, device, threads, block), ok ones preferred."""
+    """The newest record per (sha256, runtime, device, threads, block), ok ones preferred, and of
+    those an ordinary timing before a sustained run (which may have throttled)."""
     best: dict[tuple, dict] = {}
     for r in records:
         k = _key_of(r)
-        if k not in best or r.get("status") == "ok" or best[k].get("status") != "ok":
+        rank = (r.get("status") == "ok", not _sustained(r))
+        if k not in best or rank >= (best[k].get("status") == "ok", not _sustained(best[k])):
             best[k] = r
     return best
 
 
 def repeated(records: list[dict]) -> dict[tuple, list[dict]]:
     """Every ok record per (sha256, runtime, device, threads, block), in file order: a file timed
-    more than once (``bench --force``, the rounds of ``bench/predict_bench.py``)."""
+    more than once (``bench --force``, the rounds of ``bench/predict_bench.py``); of a file with
+    ordinary timings, those only (not its sustained runs)."""
     out: dict[tuple, list[dict]] = {}
     for r in records:
         if r.get("status") == "ok":
             out.setdefault(_key_of(r), []).append(r)
-    return out
+    return {k: [r for r in rs if not _sustained(r)] or rs for k, rs in out.items()}
 
 
 def file_timings(records: list[dict], statistic: str = "p50") -> list[tuple[dict, float | None]]:

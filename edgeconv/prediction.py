@@ -265,12 +265,12 @@ def profile_files(profile=None) -> list:
     names = [profile] if isinstance(profile, (str, Path)) else list(profile or [PROFILES])
     found, missing = [], []
     for n in map(str, names):
-        hits = sorted(glob.glob(n)) if glob.has_magic(n) else [n] if Path(n).is_file() else []
+        hits = [n] if Path(n).is_file() else [h for h in sorted(glob.glob(n)) if Path(h).is_file()]
         found += [Path(h) for h in hits if Path(h) not in found]
         if not hits:
             missing.append(n)
     if missing and (profile or not found):
-        raise FileNotFoundError(f"no profile results at {', '.join(missing)}")
+        raise FileNotFoundError(f"no profile results file at {', '.join(missing)}")
     return found
 
 
@@ -287,8 +287,8 @@ def predict(model, device: str, *, runtime: str = "onnxruntime", precision: str 
         files = profile_files(profile)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}; make one: edgeconv profile MODEL --device {device} --runtime {runtime} "
-                                f"--precision {precision} (it writes profiles/MODEL_RUNTIME/results.jsonl, which "
-                                f"predict reads by default)") from None
+                                f"--precision {precision}" + ("" if profile else " (it writes "
+                                f"profiles/MODEL..._{runtime}/results.jsonl, which predict reads by default)")) from None
     records = [r for f in files for r in ResultsFile(f).records()]
     p = Predictor(records, device, runtime, precision, statistic, threads)
     net = create_model(model, twin=twin, width=width, input_size=input_size)

@@ -269,6 +269,11 @@ def test_profiles_sharing_a_results_file_stay_apart(tmp_path):
     assert "report" in small and "report" not in large   # b's records are not in b/results.jsonl
     html = (tmp_path / "a" / "report.html").read_text()
     assert "onnxruntime fp32 (a)" in html and "onnxruntime fp32 (b)" in html
+    # b's table has every block and the peak, though the files both profiles share were timed under a
+    from edgeconv.reporting.profile import profile_sections
+    tables = [s for s in profile_sections(ResultsFile(rf).records(), tmp_path / "plots") if "Per-block" in s[0]]
+    assert len(tables) == 2 and all(len(s[2]) == len(small["rows"]) for s in tables)
+    assert all("(dense 3x3 conv): " in s[3] and "(dense 3x3 conv):  GMAC/s" not in s[3] for s in tables)
 
 
 def test_a_profile_whose_every_file_fails_says_why(tmp_path):
@@ -512,6 +517,10 @@ def test_sustained_bench_flags_drift(tiny_artifact, tmp_path):
     run("bench", tiny_artifact, "--runtime", "onnxruntime", "--precision", "int8", "--results", results, *FAST)
     recs = ResultsFile(results).records()
     assert len(recs) == 2 and not recs[1]["config"]["sustained_seconds"] and "drift" not in recs[1]
+    # and the file's latency (report, compare, predict) is the ordinary timing's, not the sustained run's
+    from edgeconv.benchmark import file_timings, latest, record_stats
+    assert list(latest(recs).values()) == [recs[1]]
+    assert [t for _, t in file_timings(recs)] == [record_stats(recs[1])["p50"]]
 
 
 def test_device_check_warns_about_the_governor():

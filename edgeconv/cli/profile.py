@@ -54,7 +54,8 @@ def print_profile(t: dict) -> None:
               help="JSON Lines file the records go to (resumes like bench; `predict --profile` reads it) "
                    "[default: OUT/results.jsonl, with OUT/report.html beside it].")
 @click.option("--out", type=click.Path(file_okay=False),
-              help="Where the micro-models go, fp32 and int8 side by side [default: profiles/MODEL_RUNTIME].")
+              help="Where the micro-models go, fp32 and int8 side by side [default: "
+                   "profiles/MODEL[_wWIDTH][_SIZEpx][_depthN]_RUNTIME].")
 @click.option("--calib", default="digits", show_default=True, help="Calibration data (as for export).")
 @click.option("--class-index", type=click.Path(dir_okay=False), help="For ImageNet-style calibration folders.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint for the model (not the twin).")

@@ -170,6 +170,10 @@ class AgentSession:
         timing fields. A failed file is an error record; an agent that dies (a runtime crashing
         the process) raises ``TransportError`` and the records of its files are lost."""
         paths = [Path(p) for p in paths]
+        if not self.has_python and getattr(timing, "sustained_seconds", 0):
+            raise TransportError(f"device {self.device.name!r} has no Python for the agent, and a native benchmark "
+                                 "tool cannot sample temperature and clocks over a sustained run; run --sustained "
+                                 "on a device with Python (or install python3 on it)")
         remotes = [self.push_model(p) for p in paths]
         if not self.has_python:
             return [self._native(p, r, threads, timing) for p, r in zip(paths, remotes)]
@@ -196,10 +200,6 @@ class AgentSession:
         from .native import PARSERS, native_argv
         fmt = next(f for f in FORMATS.values() if f.suffix == Path(path).suffix)
         tool = fmt.native_tool
-        if getattr(timing, "sustained_seconds", 0):
-            raise TransportError(f"device {self.device.name!r} has no Python for the agent, and its native `{tool}` "
-                                 "cannot sample temperature and clocks over a sustained run; run --sustained on a "
-                                 "device with Python (or install python3 on it)")
         binary = self.transport.native.get(tool)
         if not binary:
             raise TransportError(f"device {self.device.name!r} has no Python for the agent and no native "

@@ -24,7 +24,7 @@ def profile_sections(records: list[dict], plots_dir: Path) -> list[tuple]:
         folders[k[:4]] = folders.get(k[:4], 0) + 1
     out = []
     for device, runtime, model, threads, folder in keys:
-        mine = [r for r in records if (r.get("threads") or 0) == threads and profile_folder(r) == folder]
+        mine = _profile_records(records, threads, folder)
         tables = {}
         for precision in ("fp32", "int8"):
             try:
@@ -62,6 +62,19 @@ def profile_sections(records: list[dict], plots_dir: Path) -> list[tuple]:
                         "GMAC/s for every block of the model and its twin: blocks far below the roof at low "
                         "intensity are memory-bound (depthwise), dense convs sit near it.", [roof]))
     return out
+
+
+def _profile_records(records: list[dict], threads: int, folder: str) -> list[dict]:
+    """The records of the profile in ``folder`` at ``threads``: its own, the files its whole
+    models list that another profile timed first (a shared classifier), and the peak conv (one
+    file however many profiles share it)."""
+    from ..profiling import profile_folder
+    at = [r for r in records if (r.get("threads") or 0) == threads]
+    own = [r for r in at if profile_folder(r) == folder]
+    listed = {(sha, f"{r['arch']['side']}:{name}") for r in own if r.get("block") is None and isinstance(r.get("arch"), dict)
+              for files in (r["arch"].get("block_files") or {}).values() for name, sha in files.items()}
+    return own + [r for r in at if profile_folder(r) != folder and ((r.get("sha256"), r.get("block")) in listed
+                                                                  or (r.get("arch") or {}).get("side") == "peak")]
 
 
 def _slug(*parts) -> str:
