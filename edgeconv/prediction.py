@@ -286,9 +286,10 @@ def predict(model, device: str, *, runtime: str = "onnxruntime", precision: str 
     try:
         files = profile_files(profile)
     except FileNotFoundError as e:
+        default = "" if profile else (f" (it writes profiles/MODEL..._{runtime}/results.jsonl, which predict reads "
+                                      "by default)")
         raise FileNotFoundError(f"{e}; make one: edgeconv profile MODEL --device {device} --runtime {runtime} "
-                                f"--precision {precision}" + ("" if profile else " (it writes "
-                                f"profiles/MODEL..._{runtime}/results.jsonl, which predict reads by default)")) from None
+                                f"--precision {precision}{default}") from None
     records = [r for f in files for r in ResultsFile(f).records()]
     p = Predictor(records, device, runtime, precision, statistic, threads)
     net = create_model(model, twin=twin, width=width, input_size=input_size)
@@ -296,7 +297,8 @@ def predict(model, device: str, *, runtime: str = "onnxruntime", precision: str 
     ms = p.block_ms([f for _, f in feats])
     side = "twin" if twin else "model"
     return {"model": net.card.name, "twin": twin, "device": device, "runtime": runtime, "precision": precision,
-            "threads": threads, "statistic": statistic, "profiles": [str(f) for f in files], "predicted_ms": p.total_ms(ms, [f for _, f in feats], side),
+            "threads": threads, "statistic": statistic, "profiles": [str(f) for f in files],
+            "predicted_ms": p.total_ms(ms, [f for _, f in feats], side),
             "sum_of_blocks_ms": float(np.sum(ms)),
             "blocks": [{"block": n, "macs": f["macs"], "predicted_ms": float(t)} for (n, f), t in zip(feats, ms)],
             "fit": {"block_records": p.blocks, "block_correction": p.block_fit, **p.whole_fit(side),

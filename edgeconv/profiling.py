@@ -184,32 +184,34 @@ def plan_profile(model: str, out: str | Path, *, fmt: str, precision: str, calib
                          recipe=_recipe_for(recipe, name), out=out / side / name.replace("/", "_"), force=force,
                          calib_info={"source": f"inputs of {name} ({ds.source})", "count": len(x)})
             arts.append((name, art, f))
-        # the whole model lists its blocks' files, per file of its own (a folder holds every format
-        # and precision): a block two profiles share (a classifier at the same width) is one file,
-        # timed once, and still part of both
+        # this plan's file of each (not the other files earlier profiles added to its folder)
+        files = {block: art.name_of(fmt, precision) for block, art, _ in arts}
         for block, art, _ in arts:
-            if not art.name_of(fmt, precision):
+            if not files[block]:
                 err = next((e.get("message") for e in art.errors if isinstance(e, dict)
                             and (e.get("format"), e.get("precision")) == (fmt, precision)), "no file written")
                 log(f"warning: {side} {block or 'whole model'}: not exported to {fmt} {precision}, so not timed "
                     f"({err})")
-        whole_file = arts[0][1].name_of(fmt, precision)
+        # the whole model lists its blocks' files, per file of its own (a folder holds every format
+        # and precision): a block two profiles share (a classifier at the same width) is one file,
+        # timed once, and still part of both
+        whole_file = files[WHOLE]
         if whole_file:
             before = arts[0][1].manifest.arch
             listed = dict(before.get("block_files") or {}) if isinstance(before, dict) else {}
             # a block that did not export is listed without a file: the whole model then has a
             # block missing, and the predictor leaves it out of its fit
-            listed[whole_file] = {name: art.files[art.name_of(fmt, precision)].sha256 if art.name_of(fmt, precision)
-                                  else None for name, art, _ in arts[1:]}
+            listed[whole_file] = {name: art.files[files[name]].sha256 if files[name] else None
+                                  for name, art, _ in arts[1:]}
             arts[0][2]["block_files"] = listed
             arts[0][2]["block_layers"] = {name: f["layers"] for name, _, f in arts[1:]}
         for block, art, f in arts:
             art.manifest.arch = {"block": block, "side": side, **f}
             art.save()
             # a block the twin shares with the model (stem, head) is the same file: timed once per side
-            fname = art.name_of(fmt, precision)  # not the other files earlier profiles added there
-            if fname:
-                jobs.append(Job(art, fname, art.files[fname], 1, None if block is None else f"{side}:{block}"))
+            if files[block]:
+                jobs.append(Job(art, files[block], art.files[files[block]], 1,
+                                None if block is None else f"{side}:{block}"))
     peak = peak_module(128, 28)  # 116M MACs: big enough for a device's wide kernels to reach their roof
     peak.card = ModelCard("peak_conv3x3_128", (128, 28, 28), None, None, None, {"kind": "pt2"})
     peak.input_shape = (128, 28, 28)

@@ -2,6 +2,7 @@
 for sustained runs (latency, temperature and clock over time)."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from ..cost import human
@@ -19,9 +20,7 @@ def profile_sections(records: list[dict], plots_dir: Path) -> list[tuple]:
     keys = sorted({(r["device"]["name"], r["runtime"], r.get("model"), r.get("threads") or 0, profile_folder(r))
                    for r in records if r.get("status") == "ok" and r.get("block") and isinstance(r.get("arch"), dict)
                    and r["arch"].get("side") in ("model", "twin")}, key=str)
-    folders: dict[tuple, int] = {}
-    for k in keys:
-        folders[k[:4]] = folders.get(k[:4], 0) + 1
+    folders = Counter(k[:4] for k in keys)   # profiles of one (device, runtime, model, threads)
     out = []
     for device, runtime, model, threads, folder in keys:
         mine = _profile_records(records, threads, folder)
@@ -31,6 +30,7 @@ def profile_sections(records: list[dict], plots_dir: Path) -> list[tuple]:
                 tables[precision] = table(mine, device, runtime, precision, model)
             except ValueError:
                 continue
+        tag = (threads, Path(folder).name)
         where = (f", {threads} threads" if threads != 1 else "") + (
             f" ({Path(folder).name})" if folders[(device, runtime, model, threads)] > 1 else "")
         for precision, t in tables.items():
@@ -49,13 +49,13 @@ def profile_sections(records: list[dict], plots_dir: Path) -> list[tuple]:
                     + "".join(f" In whole ({side}): the block's operator times inside the whole model under the "
                               f"runtime's op profiler ({o.get('source')}; a cross-check, its overhead included), "
                               f"{_fmt(o['outside_blocks_ms'])} ms outside any block." for side, o in op.items()))
-            plot = _bars(t, plots_dir / f"profile_{_slug(device, runtime, model, precision, threads, Path(folder).name)}.png")
+            plot = _bars(t, plots_dir / f"profile_{_slug(device, runtime, model, precision, *tag)}.png")
             out.append((f"Per-block latency: {model} vs twin on {device}, {runtime} {precision}{where}",
                         ["block", "kind", "MACs", "weights", "activations", "model ms", *(["in whole"] if op else []),
                          "twin ms", *(["in whole"] if op else []), "latency ratio", "MAC ratio", "model GMAC/s",
                          "twin GMAC/s"], rows, note, [plot]))
         if tables:
-            roof = _roofline(tables, plots_dir / f"roofline_{_slug(device, runtime, model, threads, Path(folder).name)}.png")
+            roof = _roofline(tables, plots_dir / f"roofline_{_slug(device, runtime, model, *tag)}.png")
             out.append((f"Roofline: {device}, {runtime}{where}", ["precision", "peak GMAC/s (dense conv)"],
                         [[p, _fmt(t["peak_gmacs"], ".2f")] for p, t in tables.items()],
                         "Arithmetic intensity (MACs per byte of weights and activations moved) against achieved "
@@ -71,7 +71,8 @@ def _profile_records(records: list[dict], threads: int, folder: str) -> list[dic
     from ..profiling import profile_folder
     at = [r for r in records if (r.get("threads") or 0) == threads]
     own = [r for r in at if profile_folder(r) == folder]
-    listed = {(sha, f"{r['arch']['side']}:{name}") for r in own if r.get("block") is None and isinstance(r.get("arch"), dict)
+    listed = {(sha, f"{r['arch']['side']}:{name}") for r in own
+              if r.get("block") is None and isinstance(r.get("arch"), dict)
               for files in (r["arch"].get("block_files") or {}).values() for name, sha in files.items()}
     return own + [r for r in at if profile_folder(r) != folder and ((r.get("sha256"), r.get("block")) in listed
                                                                   or (r.get("arch") or {}).get("side") == "peak")]
