@@ -3,8 +3,8 @@
 Fit: the per-block profiles (`edgeconv.profiling.plan_profile`, model and twin blocks) of the
 zoo models at six (width, input size) configurations (the grid's diagonal, one corner and two
 points near the others, off the held-out grid), and nothing else the results file holds.
-Held out: the same zoo models at seven other (width, input size) points each of the grid of
-width multipliers 0.35-1.0 x input sizes 96-224, each exported whole and timed with the usual
+Held out: the same zoo models at every other (width, input size) point of the grid of width
+multipliers 0.35-1.0 x input sizes 96-224 (16 each), each exported whole and timed with the usual
 method. A shared VM's speed moves by tens of percent within minutes, and the predictor fits
 absolute times, so the timing runs in --rounds rounds, each in random order: every profiled and
 held-out whole model once per round, and a share of the block micro-models (each block file at
@@ -23,7 +23,10 @@ latency is within +-10% of the measured one, the median and worst error, and the
 rounds all lie within +-10% of their median. Everything runs on this host, 1 thread, pinned to one core;
 exports and records resume, so an interrupted run continues with the round it stopped in (and
 a second run into the same --work times nothing again: give it a new one to time afresh).
-Writes bench/results/predict.json, with the time span of the records it used.
+Writes bench/results/predict.json, with the time span of the records it used, and beside it
+predict.png: predicted against measured p50 of every held-out model, one panel per runtime and
+precision, each round's timing drawn as a bar, with the +-10% band (`--plot JSON` draws it again
+from a JSON this benchmark wrote).
 
     python bench/predict_bench.py [--runtimes onnxruntime,litert] [--precisions fp32,int8] [--rounds 3] [--work DIR]
 """
@@ -46,13 +49,8 @@ WIDTHS = (0.35, 0.5, 0.75, 1.0)
 SIZES = (96, 128, 160, 192, 224)
 FIT = {(0.5, 128), (0.75, 160), (1.0, 224),    # profiled: the grid's diagonal,
        (0.35, 112), (0.35, 208), (1.0, 96)}      # a corner and two points near the others
-HELD_OUT = {   # timed whole and predicted; none of them profiled
-    "mobilenet_v1": [(0.35, 96), (0.35, 128), (0.35, 192), (0.35, 224), (0.5, 160), (0.5, 192), (0.75, 96)],
-    "mobilenet_v2": [(0.5, 160), (0.5, 224), (0.75, 96), (0.75, 192), (1.0, 128), (1.0, 160), (1.0, 192)],
-    "efficientnet_lite0": [(0.35, 96), (0.35, 128), (0.35, 160), (0.5, 160), (0.75, 96), (0.75, 128), (0.75, 224)],
-}
-assert all(w in WIDTHS and s in SIZES for cs in HELD_OUT.values() for w, s in cs)
-assert not FIT & {c for cs in HELD_OUT.values() for c in cs}
+# timed whole and predicted, none of them profiled: every other point of the grid (16 per model)
+HELD_OUT = {m: [(w, s) for w in WIDTHS for s in SIZES if (w, s) not in FIT] for m in MODELS}
 
 
 def fit_check(predictor) -> list[dict]:
@@ -118,6 +116,48 @@ def evaluate(records, jobs, held_jobs, runtime, precision, rounds, key, statisti
     return res
 
 
+def plot(res: dict, path: Path) -> Path:
+    """Predicted against measured p50 of the held-out models of each (runtime, precision) in
+    ``res`` (this benchmark's JSON): a point per model at the median of its rounds, a bar across
+    its rounds' range, the +-10% band around the diagonal."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+    panels = list(res["results"].items())
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
+    colors = dict(zip(MODELS, ("tab:blue", "tab:orange", "tab:green")))
+    for ax, (label, r) in zip(axes[0], panels):
+        rows = r["rows"]
+        lo, hi = min(min(row["rounds_ms"] + [row["predicted_ms"]]) for row in rows), \
+            max(max(row["rounds_ms"] + [row["predicted_ms"]]) for row in rows)
+        line = [lo / 1.2, hi * 1.2]
+        ax.fill_between(line, [v * 0.9 for v in line], [v * 1.1 for v in line], color="0.9", label="within +-10%")
+        ax.plot(line, line, color="0.5", lw=0.8)
+        for m in MODELS:
+            mine = [row for row in rows if row["model"] == m]
+            if not mine:
+                continue
+            ax.errorbar([row["measured_ms"] for row in mine], [row["predicted_ms"] for row in mine],
+                        xerr=[[row["measured_ms"] - min(row["rounds_ms"]) for row in mine],
+                              [max(row["rounds_ms"]) - row["measured_ms"] for row in mine]],
+                        fmt="o", ms=4, lw=0.8, color=colors[m], label=m)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+            axis.set_major_formatter(FormatStrFormatter("%g"))
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("measured p50 (ms; bar: its rounds)")
+        ax.set_ylabel("predicted (ms)")
+        ax.set_title(f"{label}: {100 * r['within_10pct']:.0f}% of {r['held_out_models']} within +-10%", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runtimes", default="onnxruntime,litert")
@@ -128,11 +168,15 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3,
                    help="times each whole model is timed, in random order with a share of the blocks (median kept)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "predict.json"))
+    p.add_argument("--plot", metavar="JSON", help="only draw the plot of a JSON this benchmark wrote (beside it)")
     p.add_argument("--export-only", action="store_true",
                    help="export every micro-model and held-out model, time nothing (a later run times them)")
     a = p.parse_args()
     if a.rounds < 1:
         p.error("--rounds must be at least 1")
+    if a.plot:
+        print(f"-> {plot(json.loads(Path(a.plot).read_text()), Path(a.plot).with_suffix('.png'))}")
+        return 0
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
 
@@ -207,8 +251,9 @@ def main() -> int:
         out["load_average_after"] = os.getloadavg()
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(out, indent=2))
+        plot(out, Path(a.out).with_suffix(".png"))
     if not a.export_only:
-        print(f"-> {a.out}")
+        print(f"-> {a.out}, {Path(a.out).with_suffix('.png')}")
     return 0
 
 
