@@ -4,8 +4,9 @@ Fit: the per-block profiles (`edgeconv.profiling.plan_profile`, model and twin b
 zoo models at six (width, input size) configurations (the grid's diagonal, one corner and two
 points near the others, off the held-out grid), and nothing else the results file holds.
 Held out: the same zoo models at every other (width, input size) point of the grid of width
-multipliers 0.35-1.0 x input sizes 96-224 (16 each), each exported whole and timed with the usual
-method. A shared VM's speed moves by tens of percent within minutes, and the predictor fits
+multipliers 0.35-1.0 x input sizes 96-224 (16 each), each exported whole and timed as `edgeconv
+profile` times (1 thread, the process pinned to one core), with 5 warm-up runs, then at least 20
+runs and 1 s (--min-seconds). A shared VM's speed moves by tens of percent within minutes, and the predictor fits
 absolute times, so the timing runs in --rounds rounds, each in random order: every profiled and
 held-out whole model once per round, and a share of the block micro-models (each block file at
 least once in all), up to 16 files in one agent process as `edgeconv profile` times them. A
@@ -28,7 +29,8 @@ predict.png: predicted against measured p50 of every held-out model, one panel p
 precision, each round's timing drawn as a bar, with the +-10% band (`--plot JSON` draws it again
 from a JSON this benchmark wrote).
 
-    python bench/predict_bench.py [--runtimes onnxruntime,litert] [--precisions fp32,int8] [--rounds 3] [--work DIR]
+    python bench/predict_bench.py [--runtimes onnxruntime,litert] [--precisions fp32,int8] [--models M,..]
+        [--rounds 3] [--min-seconds 1] [--work DIR] [--out JSON] [--export-only] [--plot JSON]
 """
 from __future__ import annotations
 
@@ -159,15 +161,18 @@ def plot(res: dict, path: Path) -> Path:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runtimes", default="onnxruntime,litert")
-    p.add_argument("--precisions", default="fp32,int8")
-    p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--work", default=str(Path.home() / ".cache" / "edgeconv" / "predict_bench"))
-    p.add_argument("--min-seconds", type=float, default=1.0)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--runtimes", default="onnxruntime,litert", help="runtimes to fit and check, comma-separated")
+    p.add_argument("--precisions", default="fp32,int8", help="precisions, comma-separated")
+    p.add_argument("--models", default=",".join(MODELS), help="zoo models, comma-separated")
+    p.add_argument("--work", default=str(Path.home() / ".cache" / "edgeconv" / "predict_bench"),
+                   help="exports and results.jsonl (resumed; a new folder times afresh)")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="least time each file is timed for")
     p.add_argument("--rounds", type=int, default=3,
                    help="times each whole model is timed, in random order with a share of the blocks (median kept)")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "predict.json"))
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "predict.json"),
+                   help="the figures (JSON), with the plot beside it (.png)")
     p.add_argument("--plot", metavar="JSON", help="only draw the plot of a JSON this benchmark wrote (beside it)")
     p.add_argument("--export-only", action="store_true",
                    help="export every micro-model and held-out model, time nothing (a later run times them)")

@@ -1,6 +1,6 @@
 """``predict``: a model's latency on a profiled device, without running it.
 
-Fit per (device, runtime, precision) from the block records of ``edgeconv profile`` runs, in
+Fit per (device, runtime, precision, thread count) from the block records of ``edgeconv profile`` runs, in
 two stages. First a roofline-style line through every block: a fixed cost per block and per
 layer, a cost per MAC of each conv kind (standard, pointwise, depthwise, grouped, linear), per
 activation element read and written, per depthwise element and per weight, non-negative and

@@ -186,6 +186,8 @@ def test_a_failing_op_profiler_costs_the_cross_check_not_the_timing(tiny_artifac
 def test_report_renders_bars_and_roofline(local_profile):
     html = (local_profile / "report.html").read_text()
     assert "Per-block latency: tiny vs twin on local, onnxruntime int8" in html and "Roofline" in html
+    latency = html.split("<h2>Latency</h2>")[1].split("<h2>")[0]   # the whole models, labelled by side
+    assert "Profile folder <code>" in html and "<td>None</td>" not in latency and "<td>twin</td>" in latency
     assert html.count("<th>in whole</th>") == 4   # model and twin, fp32 and int8: the op profiler's view
     assert "op profiler (onnxruntime" in html
     plots = sorted((local_profile / "plots").glob("*.png"))

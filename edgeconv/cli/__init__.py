@@ -15,17 +15,19 @@ def main(verbose):
 
     \b
     The flow, one verb a stage (`edgeconv run` chains them on the embedded default):
-      edgeconv models                        the zoo, with params and MACs
-      edgeconv info mobilenet_v2 --twin      per-block cost table, model vs its standard-conv twin
-      edgeconv info my_card.toml             your own model (a card naming its nn.Module), layer by layer
-      edgeconv train tiny --out tiny.pt      train on the bundled digits
-      edgeconv export tiny --weights tiny.pt int8 + fp32 to ONNX, TFLite, ExecuTorch (artifact folder)
-      edgeconv verify artifacts/tiny         parity matrix across runtimes
+      edgeconv models                       the zoo, with params and MACs
+      edgeconv info mobilenet_v2 --twin     per-block cost table, model vs its standard-conv twin
+      edgeconv info my_card.toml            your own model (a card naming its nn.Module), layer by layer
+      edgeconv train tiny --out tiny.pt     train on the bundled digits
+      edgeconv export tiny --weights tiny.pt   int8 + fp32 to ONNX, TFLite, ExecuTorch (artifact folder)
+      edgeconv verify artifacts/tiny        parity matrix across runtimes
       edgeconv check artifacts/tiny --data digits   fp32 vs int8 accuracy per runtime
       edgeconv bench artifacts/tiny --device local,qemu-arm64   latency -> results.jsonl
-      edgeconv compare mobilenet_v2          latency of model vs its standard-conv twin
-      edgeconv profile mobilenet_v2          ... block by block; `predict` learns from profiles
-      edgeconv run                           all of it, with a report (runs/default/report.html)
+      edgeconv compare mobilenet_v2         latency of model vs its standard-conv twin
+      edgeconv profile mobilenet_v2         ... block by block, with bar and roofline charts
+      edgeconv predict mobilenet_v1 --width 0.75 --input-size 160   latency from the profiles
+      edgeconv run                          all of it, with a report (runs/default/report.html)
+      edgeconv report runs/default          rebuild a run's or a profile's report from its files
     """
     configure(verbose)
 

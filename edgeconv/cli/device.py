@@ -67,10 +67,19 @@ cluster_option = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
 def device_check(name, inventory, cluster, as_json):
     """Reach device NAME, copy the agent there and report arch, cores, governor, runtimes
-    present with their versions, and what is missing with how to install it.
+    present with their versions, and what is missing with how to install it. Warns when the
+    CPU governor is not `performance`, and says how to set it; exits
+    1 when a runtime the inventory asks of the device is missing.
 
-    With --cluster (and no NAME): every device of the inventory, the node that drives it and
-    whether it answers; exit 1 when one does not."""
+    With --cluster: device NAME, or with no NAME every device of the inventory, the node that
+    drives it and whether it answers; exit 1 when one does not.
+
+    \b
+    Examples:
+      edgeconv device check local
+      edgeconv device check qemu-arm64
+      edgeconv device check pi5 --inventory devices.toml
+      edgeconv device check --cluster auto --inventory lab.toml"""
     if cluster:
         return _check_cluster(name, inventory, cluster, as_json)
     if not name:
@@ -162,10 +171,12 @@ def setup_arm64(with_executorch, force):
 @click.option("--results", default="results.jsonl", show_default=True, type=click.Path(dir_okay=False),
               help="JSON Lines file the records are appended to.")
 @click.option("--force", is_flag=True, help="Run again what the results file already holds.")
-@click.option("--sustained", type=float, callback=positive("sustained", 0.001),
-              help="Sustained mode: time each file for this many MINUTES, sampling temperature, clock and "
-                   "throttling, and flag a p50 that drifts between the first and last minute (third, in a run "
-                   "under three minutes).")
+@click.option("--sustained", type=float, metavar="MINUTES", callback=positive("sustained", 0.001),
+              help="Sustained mode: time each file for this many minutes (in place of --min-runs, "
+                   "--min-seconds and --max-seconds; one file per agent process), sampling temperature, clock "
+                   "and throttling, and flag a p50 that drifts between the first and last minute (third, in a "
+                   "run under three minutes). `edgeconv report DIR` plots it over time when the records are "
+                   "DIR/results.jsonl.")
 @click.option("--drift-threshold", default=5.0, show_default=True, callback=positive("drift-threshold"),
               help="With --sustained: percent change of p50 that flags a run.")
 @click.option("--files-per-agent", default=1, show_default=True, callback=positive("files-per-agent", 1),

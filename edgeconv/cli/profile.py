@@ -52,10 +52,12 @@ def print_profile(t: dict) -> None:
 @click.option("--precision", default="int8", show_default=True, type=click.Choice(PRECISIONS))
 @click.option("--results", type=click.Path(dir_okay=False),
               help="JSON Lines file the records go to (resumes like bench; `predict --profile` reads it) "
-                   "[default: OUT/results.jsonl, with OUT/report.html beside it].")
+                   "[default: OUT/results.jsonl; only then is the report (report.html, report.md, plots/) "
+                   "written beside it].")
 @click.option("--out", type=click.Path(file_okay=False),
-              help="Where the micro-models go, fp32 and int8 side by side [default: "
-                   "profiles/MODEL[_wWIDTH][_SIZEpx][_depthN]_RUNTIME].")
+              help="The profile folder: the micro-models, fp32 and int8 side by side, and by default "
+                   "results.jsonl and the report; one folder for every precision, device and thread count "
+                   "[default: profiles/MODEL[_wWIDTH][_SIZEpx][_depthN]_RUNTIME].")
 @click.option("--calib", default="digits", show_default=True, help="Calibration data (as for export).")
 @click.option("--class-index", type=click.Path(dir_okay=False), help="For ImageNet-style calibration folders.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint for the model (not the twin).")
@@ -64,13 +66,15 @@ def print_profile(t: dict) -> None:
 @click.option("--width", type=float, help="Width multiplier (zoo models).")
 @click.option("--depth", default=1, show_default=True, callback=positive("depth", 1),
               help="Your own models: profile the modules this many levels down.")
-@click.option("--threads", default=1, show_default=True, callback=positive("threads", 1))
+@click.option("--threads", default=1, show_default=True, callback=positive("threads", 1),
+              help="Threads the runtime uses (a prediction from this profile takes the same `predict --threads`).")
 @click.option("--files-per-agent", default=FILES_PER_AGENT, show_default=True, callback=positive("files-per-agent", 1),
               help="Micro-models timed one after another in one agent process (its interpreter start-up "
                    "and runtime import paid once); 1 starts a fresh process for every file.")
 @click.option("--op-profile-runs", type=int, callback=positive("op-profile-runs"),
-              help="Runs of each whole model under the runtime's op profiler, for the \"in whole\" "
-                   f"columns; 0 leaves the cross-check out [default: {OP_PROFILE_RUNS} under onnxruntime and "
+              help="Runs of every file (each block's micro-model and each whole model) under the runtime's "
+                   "op profiler, after its timing; the whole models' give the \"in whole\" columns. "
+                   f"0 leaves the cross-check out [default: {OP_PROFILE_RUNS} under onnxruntime and "
                    "executorch].")
 @click.option("--force", is_flag=True, help="Export and time again.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
@@ -134,7 +138,8 @@ with_model_help(profile)
 @click.option("--twin", is_flag=True, help="Predict the standard-conv twin instead.")
 @click.option("--width", type=float, help="Width multiplier (zoo models).")
 @click.option("--input-size", type=int, help="Input resolution.")
-@click.option("--depth", default=1, show_default=True, callback=positive("depth", 1))
+@click.option("--depth", default=1, show_default=True, callback=positive("depth", 1),
+              help="Your own models: blocks this many levels down (as the profile's `--depth`).")
 @click.option("--statistic", default="p50", show_default=True, type=click.Choice(STATISTICS),
               help="What is predicted: the median run (p50) or the fastest (min). On a shared machine whose "
                    "speed jumps between runs (a VM beside others), min is the one that repeats.")

@@ -40,7 +40,16 @@ def run_cmd(config, out, force):
 @click.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 def report_cmd(run_dir):
-    """Rebuild report.html, report.md and the plots of RUN_DIR from its files."""
+    """Rebuild report.html (self-contained), report.md, report.json and the plots (RUN_DIR/plots/)
+    of RUN_DIR from its files alone: a run folder (`edgeconv run`), a profile folder (`edgeconv
+    profile`: per-block tables, bar and roofline charts), or any folder whose results.jsonl holds
+    bench records (sustained runs: latency and temperature over time). What cannot be read is left
+    out with a warning.
+
+    \b
+    Examples:
+      edgeconv report runs/default
+      edgeconv report profiles/mobilenet_v2_onnxruntime"""
     from ..reporting import report
     paths = report(run_dir)
     for p in paths["problems"]:

@@ -130,6 +130,11 @@ def _compare(data: dict) -> list[dict]:
 
 
 def _side_of(rec, d: Path) -> str | None:
+    """model or twin: as a profile's record says (its whole models live in DIR/SIDE/_whole), else
+    by the run folder's artifacts/SIDE the record's file is in."""
+    side = (rec.get("arch") or {}).get("side") if isinstance(rec.get("arch"), dict) else None
+    if side in SIDES:
+        return side
     art = Path(rec.get("artifact", "")).resolve()
     for side in SIDES:
         if art == (d / "artifacts" / side).resolve():
@@ -353,15 +358,18 @@ def report(run_dir: str | Path) -> dict:
     extra = profile_sections(data["records"], d / "plots") + sustained_sections(data["records"], d / "plots")
     sections += extra
     plots.update({str(p): p for s in extra for p in s[4]})
-    title = f"edgeconv report: {(data['models'].get('model') or {}).get('name', d.name)} vs its standard-conv twin"
+    profiled = not data["run"] and any(r.get("block") for r in data["records"])
+    title = (f"edgeconv report: {(data['models'].get('model') or {}).get('name', d.name)} vs its standard-conv twin"
+             + (", block by block" if profiled else ""))
     stages = data["run"].get("stages", {})
     stage_line = ", ".join(f"{k} {v.get('seconds', '?')} s" for k, v in stages.items() if v.get("status") == "done")
+    where = ("Profile folder {} (edgeconv profile)." if profiled else f"Run folder {{}}. Stages: {stage_line or 'n/a'}.")
 
-    md = [f"# {title}", "", f"Run folder `{d}`. Stages: {stage_line or 'n/a'}.", ""]
+    md = [f"# {title}", "", where.format(f"`{d}`"), ""]
     md += [f"> {p}" for p in data["problems"]] + ([""] if data["problems"] else [])
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
          f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-         f"<p class='note'>Run folder <code>{html.escape(str(d))}</code>. Stages: {html.escape(stage_line or 'n/a')}.</p>"]
+         f"<p class='note'>{html.escape(where).format(f'<code>{html.escape(str(d))}</code>')}</p>"]
     h += [f"<p class='note'><b>note:</b> {html.escape(p)}</p>" for p in data["problems"]]
     for name, header, rows, note, section_plots in sections:
         md += [f"## {name}", ""]
