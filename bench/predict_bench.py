@@ -108,6 +108,10 @@ def evaluate(records, jobs, held_jobs, runtime, precision, rounds, key, statisti
            "repeatable_10pct": float(np.mean([s is not None and s <= 0.10 for s in spreads])),
            "median_round_spread": float(np.median([s for s in spreads if s is not None] or [np.nan])),
            "incomplete_rounds": sum(len(row["rounds_ms"]) < rounds for row in rows),
+           # the machine's speed per round: the median over held-out models of a round's timing
+           # over the model's median (1.0 everywhere on a steady machine)
+           "round_speed": [float(np.median([row["rounds_ms"][i] / row["measured_ms"] for row in rows
+                                            if len(row["rounds_ms"]) > i])) for i in range(rounds)],
            "fit_check": fit_check(predictor),
            "block_records": predictor.blocks, "block_correction": predictor.block_fit,
            "whole_fits": predictor.whole_fits, "timed_from": min(used),
