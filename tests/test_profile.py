@@ -530,3 +530,12 @@ def test_device_check_warns_about_the_governor():
     assert "performance" in governor_warnings({"governor": "ondemand"})[0]
     assert governor_warnings({"governor": "performance"}) == []
     assert governor_warnings({"governor": "ondemand", "emulated": "qemu-aarch64"}) == []
+
+
+def test_device_check_warns_about_a_throttling_pi():
+    from edgeconv.device import throttle_warnings
+    assert throttle_warnings("0x0") == throttle_warnings(None) == throttle_warnings("n/a") == []
+    now = throttle_warnings("0x50005")   # under-voltage and throttled, now and since boot
+    assert len(now) == 1 and "throttling now (under-voltage, throttled" in now[0] and "power supply" in now[0]
+    since = throttle_warnings("0x80000")   # the soft temperature limit was hit since boot
+    assert len(since) == 1 and "since boot (soft temperature limit" in since[0] and "--sustained" in since[0]

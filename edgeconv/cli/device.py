@@ -68,8 +68,9 @@ cluster_option = click.option(
 def device_check(name, inventory, cluster, as_json):
     """Reach device NAME, copy the agent there and report arch, cores, governor, runtimes
     present with their versions, and what is missing with how to install it. Warns when the
-    CPU governor is not `performance`, and says how to set it; exits
-    1 when a runtime the inventory asks of the device is missing.
+    CPU governor is not `performance` (and says how to set it), and when a Raspberry Pi reports
+    throttling (under-voltage, capped clocks, temperature); exits 1 when a runtime the inventory
+    asks of the device is missing.
 
     With --cluster: device NAME, or with no NAME every device of the inventory, the node that
     drives it and whether it answers; exit 1 when one does not.

@@ -240,13 +240,36 @@ class AgentSession:
 def device_facts(device: str, inventory=None) -> dict:
     """``edgeconv device check``: reach ``device``, copy the agent there and return its facts
     (arch, CPU, cores, governor, runtimes present with versions or how to install them),
-    plus ``warnings`` (a CPU governor other than ``performance``...)."""
+    plus ``warnings`` (a CPU governor other than ``performance``, a Raspberry Pi that throttles)."""
     with AgentSession(device, inventory) as s:
         facts = s.facts()
-    facts["warnings"] = governor_warnings(facts.get("device", {}))
+    facts["warnings"] = governor_warnings(facts.get("device", {})) + throttle_warnings(facts.get("throttled"))
     facts["transport"] = s.device.transport
     facts["wanted_runtimes"] = s.device.runtimes
     return facts
+
+
+# Raspberry Pi firmware flags (`vcgencmd get_throttled`): now (bits 0-3), since boot (bits 16-19)
+THROTTLE_FLAGS = ("under-voltage", "ARM frequency capped", "throttled", "soft temperature limit")
+
+
+def throttle_warnings(flags: str | None) -> list[str]:
+    """What a Raspberry Pi's throttling flags mean for timing it: a board throttling now times
+    slow; one that throttled since boot may again under load."""
+    try:
+        bits = int(flags, 0) if flags else 0
+    except ValueError:
+        return []
+    now = [n for i, n in enumerate(THROTTLE_FLAGS) if bits >> i & 1]
+    since = [n for i, n in enumerate(THROTTLE_FLAGS) if bits >> (16 + i) & 1]
+    fix = ("check the power supply (the official one for the board: 5 V 5 A for a Pi 5, 5 V 3 A for a Pi 4) and "
+           "the cooling (a heatsink and fan), then time again")
+    if now:
+        return [f"the board is throttling now ({', '.join(now)}; get_throttled={flags}): its timings are slow; {fix}"]
+    if since:
+        return [f"the board has throttled since boot ({', '.join(since)}; get_throttled={flags}) and may again "
+                f"under load; {fix}, or use `bench --sustained` to see it"]
+    return []
 
 
 def governor_warnings(dev: dict) -> list[str]:
