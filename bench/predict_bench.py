@@ -126,18 +126,16 @@ def plot(res: dict, path: Path) -> Path:
     """Predicted against measured p50 of the held-out models of each (runtime, precision) in
     ``res`` (this benchmark's JSON): a point per model at the median of its rounds, a bar across
     its rounds' range, the +-10% band around the diagonal."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    from edgeconv.reporting.profile import _plt, _save
     panels = list(res["results"].items())
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
+    fig, axes = _plt().subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
     colors = dict(zip(MODELS, ("tab:blue", "tab:orange", "tab:green")))
     for ax, (label, r) in zip(axes[0], panels):
         rows = r["rows"]
-        lo, hi = min(min(row["rounds_ms"] + [row["predicted_ms"]]) for row in rows), \
-            max(max(row["rounds_ms"] + [row["predicted_ms"]]) for row in rows)
-        line = [lo / 1.2, hi * 1.2]
+        ms = [t for row in rows for t in row["rounds_ms"] + [row["predicted_ms"]]]
+        line = [min(ms) / 1.2, max(ms) * 1.2]
         ax.fill_between(line, [v * 0.9 for v in line], [v * 1.1 for v in line], color="0.9", label="within +-10%")
         ax.plot(line, line, color="0.5", lw=0.8)
         for m in MODELS:
@@ -158,10 +156,7 @@ def plot(res: dict, path: Path) -> Path:
         ax.set_ylabel("predicted (ms)")
         ax.set_title(f"{label}: {100 * r['within_10pct']:.0f}% of {r['held_out_models']} within +-10%", fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def main() -> int:

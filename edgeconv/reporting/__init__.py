@@ -132,9 +132,9 @@ def _compare(data: dict) -> list[dict]:
 def _side_of(rec, d: Path) -> str | None:
     """model or twin: as a profile's record says (its whole models live in DIR/SIDE/_whole), else
     by the run folder's artifacts/SIDE the record's file is in."""
-    side = (rec.get("arch") or {}).get("side") if isinstance(rec.get("arch"), dict) else None
-    if side in SIDES:
-        return side
+    arch = rec.get("arch")
+    if isinstance(arch, dict) and arch.get("side") in SIDES:
+        return arch["side"]
     art = Path(rec.get("artifact", "")).resolve()
     for side in SIDES:
         if art == (d / "artifacts" / side).resolve():
