@@ -12,24 +12,29 @@ fits, kernel choices), bounded to the ratios it saw. Its size (trees, depth) is 
 ``BOOSTS`` that predicts each profile's blocks best when fitted on the other profiles'. The
 whole model comes from the sum of its blocks' and their count, through a plane fitted for
 relative error on the profiled models of its side (whole = a * sum - c * blocks - d * boundary
-elements + b + g * cached weights): the per-model overhead, what each micro-model pays and the
-whole model does not (a call, and moving its input and output in and out of the runtime's own
-layout), what fusion saves across blocks, and what the whole model pays and the micro-models do
-not: a micro-model timed over and over keeps its weights in cache when they fit, the whole
-model reads every block's from further out (g per MB of the weights of the blocks that fit in a
-cache of ``cache_mb``; a block too big for it streams its weights in its own timing already).
+elements + b + g * cached weights + h * streamed weights): the per-model overhead, what each
+micro-model pays and the whole model does not (a call, and moving its input and output in and out
+of the runtime's own layout), what fusion saves across blocks, and what the whole model pays and
+the micro-models do not. A micro-model timed over and over keeps its weights in cache when they
+fit, the whole model reads every block's from further out (g per MB of the weights of the blocks
+that fit in a cache of ``cache_mb``; a block too big for it streams its weights in its own timing
+already); and once all its weights together exceed a cache of ``stream_mb``, the whole model reads
+those beyond it from memory on every run, which no micro-model does (h per MB beyond it: ONNX
+Runtime fp32 on an x86 VM, EfficientNet-Lite0 x1.0, 18 MB of weights, runs its late blocks 1.1-1.65x
+slower inside the whole model than alone; int8 weights, a quarter the bytes, stay under it).
 Every coefficient is fitted non-negative: each term is a cost or a saving of a known sign. With
-8 or more models in a plane's fit the cache size is the one of ``CACHE_MB`` whose plane
-predicts each of them best when fitted on the others (0: no such term, also reported when g
-comes out 0); from ``MIN_PLANE`` models the plane has no such term; with fewer it is the median
-offset of whole from sum (which may be negative). Each side has a plane of its own, the
-depthwise models and their dense twins keep and lose different things between blocks (ONNX
-Runtime fp32 on an x86 VM: the twins' whole models run 1.0-1.4x their blocks' sum, the models
-0.7-1.3x), fitted on that side's profiled models once it has ``MIN_PLANE`` of them, else on
-all.
+8 or more models in a plane's fit the two cache sizes are the pair of ``CACHE_MB`` and
+``STREAM_MB`` whose plane predicts each of them best when fitted on the others (0: no such term,
+also reported when its coefficient comes out 0); from ``MIN_PLANE`` models the plane has neither
+term; with fewer it is the median offset of whole from sum (which may be negative). Each side has
+a plane of its own, the depthwise models and their dense twins keep and lose different things
+between blocks (ONNX Runtime fp32 on an x86 VM: the twins' whole models run 1.0-1.4x their blocks'
+sum, the models 0.7-1.3x), fitted on that side's profiled models once it has ``MIN_PLANE`` of
+them, else on all.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from functools import cached_property
 
@@ -40,6 +45,7 @@ FEATURES = ("macs", "macs_standard", "macs_pointwise", "macs_depthwise", "macs_g
 COUNTS = ("layers", "kernel", "stride")
 LATER = ("pad_elems",)   # features profiles made by earlier versions do not record
 CACHE_MB = (0, 0.5, 1, 2, 4, 8, 16, 32)   # the cache sizes (MB) the whole-model plane chooses among
+STREAM_MB = (0, 1, 2, 4, 6, 8, 12, 16, 24, 32)   # the sizes (MB) beyond which a whole model streams its weights
 MIN_PLANE = 5   # profiled models a side needs for a plane of its own
 BOOSTS = ((200, 3), (400, 4))   # the block correction's (trees, depth) to choose among
 PROFILES = "profiles/*/results.jsonl"   # where `edgeconv profile` writes by default
@@ -184,31 +190,35 @@ class Predictor:
     def _whole_plane(self, models: list[dict]) -> dict:
         """The whole-model plane fitted on ``models`` (profiled models with every block timed)."""
         w = np.array([m["whole_ms"] for m in models], float)
-        fit = {"a": 1.0, "c": 0.0, "d": 0.0, "b": 0.0, "g": 0.0, "cache_mb": 0, "models": len(models),
-               "loo_median_error": None, "pooled": False}
+        fit = {"a": 1.0, "c": 0.0, "d": 0.0, "b": 0.0, "g": 0.0, "h": 0.0, "cache_mb": 0, "stream_mb": 0,
+               "models": len(models), "loo_median_error": None, "pooled": False}
         if len(models) >= MIN_PLANE:
-            # the cache size (from 8 models): the one whose plane predicts each profiled model best when
-            # fitted on the others (a cache of 0: no such term)
+            # the cache sizes (from 8 models): the pair whose plane predicts each profiled model best
+            # when fitted on the others (a size of 0: no such term)
             fits = []
-            for cache_mb in CACHE_MB if len(models) >= 8 else (0,):
-                x = np.array([self._plane_terms([t for t, _ in m["blocks"]], [f for _, f in m["blocks"]], cache_mb)
-                              for m in models])[:, :5 if cache_mb else 4]
-                coef = _relative_fit(x, w) + [0.0] * (5 - x.shape[1])
+            sizes = itertools.product(CACHE_MB, STREAM_MB) if len(models) >= 8 else [(0, 0)]
+            for cache_mb, stream_mb in sizes:
+                x = np.array([self._plane_terms([t for t, _ in m["blocks"]], [f for _, f in m["blocks"]], cache_mb,
+                                                stream_mb) for m in models])
                 loo = [abs(x[i] @ _relative_fit(np.delete(x, i, 0), np.delete(w, i)) / w[i] - 1) for i in range(len(w))]
-                fits.append((float(np.median(loo)), cache_mb, coef))
-            loo, cache_mb, (a, c, d, b, g) = min(fits, key=lambda f: f[0])
-            fit.update(a=a, c=c, d=d, b=b, g=g, cache_mb=cache_mb if g > 0 else 0, loo_median_error=loo)
+                fits.append((float(np.median(loo)), cache_mb, stream_mb, _relative_fit(x, w)))
+            # the first in order of those equal to 1e-6 (sizes a fit matches exactly alike: no term, or the smaller)
+            loo, cache_mb, stream_mb, (a, c, d, b, g, h) = min(fits, key=lambda f: round(f[0], 6))
+            fit.update(a=a, c=c, d=d, b=b, g=g, h=h, cache_mb=cache_mb if g > 0 else 0,
+                       stream_mb=stream_mb if h > 0 else 0, loo_median_error=loo)
         elif models:
             fit["b"] = float(np.median(w - [sum(t for t, _ in m["blocks"]) for m in models]))
         return fit
 
-    def _plane_terms(self, block_ms, feats: list[dict], cache_mb: float) -> list[float]:
+    def _plane_terms(self, block_ms, feats: list[dict], cache_mb: float, stream_mb: float = 0) -> list[float]:
         """The whole model's plane terms: the sum of its blocks' times, their count, the elements at
-        their boundaries (millions) and the MB of weights of the blocks whose weights fit in ``cache_mb``."""
+        their boundaries (millions), the MB of weights of the blocks whose weights fit in ``cache_mb``
+        and the MB of all its weights beyond ``stream_mb`` (a size of 0: no such term, 0)."""
         from .profiling import block_bytes
-        small = sum(mb for mb in (block_bytes(f, self.precision)["weight_bytes"] / 2 ** 20 for f in feats)
-                    if mb <= cache_mb)
-        return [float(np.sum(block_ms)), -len(feats), -sum(_io_elems(f) for f in feats), 1.0, small]
+        mb = [block_bytes(f, self.precision)["weight_bytes"] / 2 ** 20 for f in feats]
+        small = sum(m for m in mb if m <= cache_mb)
+        streamed = max(0.0, sum(mb) - stream_mb) if stream_mb else 0.0
+        return [float(np.sum(block_ms)), -len(feats), -sum(_io_elems(f) for f in feats), 1.0, small, streamed]
 
     def _known(self, feats: list[dict]) -> list[dict]:
         return [{**f, **{k: 0 for k in self.unrecorded}} for f in feats] if self.unrecorded else feats
@@ -220,7 +230,8 @@ class Predictor:
         """The whole model (of ``side``: model or twin) from its blocks' predicted times and their
         features."""
         f = self.whole_fit(side)
-        total = float(np.dot([f["a"], f["c"], f["d"], f["b"], f["g"]], self._plane_terms(block_ms, feats, f["cache_mb"])))
+        terms = self._plane_terms(block_ms, feats, f["cache_mb"], f["stream_mb"])
+        total = float(np.dot([f["a"], f["c"], f["d"], f["b"], f["g"], f["h"]], terms))
         return total if total > 0 else float(np.sum(block_ms))
 
 

@@ -355,9 +355,11 @@ def test_predictor_finds_a_models_blocks_by_the_files_it_lists(local_profile):
     assert f["pooled"] and f["models"] == 2 and f["left_out"] == 1
 
 
-def _synthetic_profiles(models=10, blocks=4, cache_mb=2, g=0.03, a=0.9, b=0.08, side="model", seed=0):
+def _synthetic_profiles(models=10, blocks=4, cache_mb=2, g=0.03, a=0.9, b=0.08, side="model", seed=0,
+                        stream_mb=0, h=0.0):
     """Block and whole-model records of ``models`` profiled models of ``side`` whose whole times
-    follow the plane exactly, with a cached-weights term at ``cache_mb`` (int8: a byte per weight)."""
+    follow the plane exactly, with a cached-weights term at ``cache_mb`` and, with ``h``, a
+    streamed-weights term beyond ``stream_mb`` (int8: a byte per weight)."""
     import numpy as np
     rng = np.random.default_rng(seed)
     recs = []
@@ -367,7 +369,7 @@ def _synthetic_profiles(models=10, blocks=4, cache_mb=2, g=0.03, a=0.9, b=0.08, 
                 "threads": 1, "block": block, "status": "ok", "samples_ms": [ms] * 5, "arch": arch,
                 "artifact": artifact, "file": "model_int8.onnx", "model": model, "timestamp": "2026-12-02T00:00:00+0000"}
     for m in range(models):
-        files, times, small, elems = {}, [], 0.0, 0.0
+        files, times, small, elems, total = {}, [], 0.0, 0.0, 0.0
         for k in range(blocks + m % 3):
             params, macs, io = int(rng.uniform(0.1, 4) * 2 ** 20), int(rng.uniform(1e6, 5e7)), int(rng.uniform(1e4, 1e6))
             arch = {"block": f"b{k}", "side": side, "macs": macs, "macs_pointwise": macs, "params": params,
@@ -380,7 +382,8 @@ def _synthetic_profiles(models=10, blocks=4, cache_mb=2, g=0.03, a=0.9, b=0.08, 
             times.append(t)
             small += params / 2 ** 20 if params / 2 ** 20 <= cache_mb else 0.0
             elems += 2 * io / 1e6
-        whole = a * sum(times) - 0.004 * len(times) - 0.05 * elems + b + g * small
+            total += params / 2 ** 20
+        whole = a * sum(times) - 0.004 * len(times) - 0.05 * elems + b + g * small + h * max(0.0, total - stream_mb)
         recs.append(rec(f"{m:03d}{side}".ljust(64, "b"), None, {"block": None, "side": side, "block_files": {
             "model_int8.onnx": files}}, whole, f"/p/m{m}/{side}/_whole", f"m{m}"))
     return recs
@@ -426,6 +429,7 @@ def test_predictor_plane_finds_the_cached_weights_term():
     f = p.whole_fit()
     assert not f["pooled"] and f["models"] == 10 and f["left_out"] == 0 and 2 in CACHE_MB
     assert f["cache_mb"] == 2 and f["g"] == pytest.approx(0.03, rel=1e-6) and f["a"] == pytest.approx(0.9, rel=1e-6)
+    assert f["stream_mb"] == 0 and f["h"] == 0   # no streamed-weights term where the whole times have none
     assert f["loo_median_error"] < 1e-6
     json.dumps(f)
     for m in p.profiled.values():   # the plane on each model's measured blocks gives back its whole time
@@ -439,6 +443,24 @@ def test_predictor_plane_finds_the_cached_weights_term():
         f = Predictor(odd, "local", "onnxruntime", "int8").whole_fit()
         assert min(f[k] for k in "acdbg") >= 0 and f["loo_median_error"] > 1e-4   # not fitted exactly, then
         assert f["cache_mb"] == 0 or f["g"] > 0
+
+
+def test_predictor_plane_finds_the_streamed_weights_term(monkeypatch):
+    """Whole models that pay per MB of their weights beyond 8 MB (read from memory on every run,
+    which no micro-model does), beside the cached-weights term: leave-one-out picks both sizes,
+    the fit returns both coefficients and gives each whole time back; whole models under 8 MB
+    pay nothing, so a plane without the term misses the larger ones."""
+    from edgeconv.prediction import STREAM_MB, Predictor
+    recs = _synthetic_profiles(models=14, stream_mb=8, h=0.02)
+    p = Predictor(recs, "local", "onnxruntime", "int8")
+    f = p.whole_fit()
+    assert 8 in STREAM_MB and f["stream_mb"] == 8 and f["h"] == pytest.approx(0.02, rel=1e-6)
+    assert f["cache_mb"] == 2 and f["g"] == pytest.approx(0.03, rel=1e-6) and f["loo_median_error"] < 1e-6
+    for m in p.profiled.values():
+        assert p.total_ms([t for t, _ in m["blocks"]], [a for _, a in m["blocks"]]) == pytest.approx(m["whole_ms"])
+    monkeypatch.setattr("edgeconv.prediction.STREAM_MB", (0,))   # the same models, a plane without the term
+    q = Predictor(recs, "local", "onnxruntime", "int8").whole_fit()
+    assert q["h"] == 0 and q["loo_median_error"] > 1e-3
 
 
 def test_predictor_fits_a_plane_per_side():
