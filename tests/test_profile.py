@@ -561,3 +561,8 @@ def test_device_check_warns_about_a_throttling_pi():
     assert len(now) == 1 and "throttling now (under-voltage, throttled" in now[0] and "power supply" in now[0]
     since = throttle_warnings("0x80000")   # the soft temperature limit was hit since boot
     assert len(since) == 1 and "since boot (soft temperature limit" in since[0] and "--sustained" in since[0]
+    # the sustained runs' table names what a run's samples reported, not a Pi's 0x0
+    from edgeconv.reporting.profile import _throttling
+    assert _throttling([{"throttled": "0x0"}, {"throttled": None}, {}]) == ""
+    assert _throttling([{"throttled": "0x0"}, {"throttled": "0x50005"}, {"throttled": "0x80000"}]) == \
+        "under-voltage, throttled; since boot: soft temperature limit"

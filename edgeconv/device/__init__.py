@@ -253,15 +253,21 @@ def device_facts(device: str, inventory=None) -> dict:
 THROTTLE_FLAGS = ("under-voltage", "ARM frequency capped", "throttled", "soft temperature limit")
 
 
-def throttle_warnings(flags: str | None) -> list[str]:
-    """What a Raspberry Pi's throttling flags mean for timing it: a board throttling now times
-    slow; one that throttled since boot may again under load."""
+def throttle_flags(flags: str | None) -> tuple[list[str], list[str]]:
+    """The names of the conditions a Raspberry Pi's throttling flags (``get_throttled=0x50005``'s
+    value) report now and since boot; none for 0x0, for no flags and for a value that is not one."""
     try:
         bits = int(flags, 0) if flags else 0
     except ValueError:
-        return []
-    now = [n for i, n in enumerate(THROTTLE_FLAGS) if bits >> i & 1]
-    since = [n for i, n in enumerate(THROTTLE_FLAGS) if bits >> (16 + i) & 1]
+        return [], []
+    return ([n for i, n in enumerate(THROTTLE_FLAGS) if bits >> i & 1],
+            [n for i, n in enumerate(THROTTLE_FLAGS) if bits >> (16 + i) & 1])
+
+
+def throttle_warnings(flags: str | None) -> list[str]:
+    """What a Raspberry Pi's throttling flags mean for timing it: a board throttling now times
+    slow; one that throttled since boot may again under load."""
+    now, since = throttle_flags(flags)
     fix = ("check the power supply (the official one for the board: 5 V 5 A for a Pi 5, 5 V 3 A for a Pi 4) and "
            "the cooling (a heatsink and fan), then time again")
     if now:

@@ -136,6 +136,20 @@ def _roofline(tables: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _throttling(telemetry: list[dict]) -> str:
+    """What a sustained run's throttling samples reported, by name: the conditions seen while it
+    ran, then those only reported since boot (a Pi's 0x0, nothing)."""
+    from ..device import THROTTLE_FLAGS, throttle_flags
+    now, since = set(), set()
+    for x in telemetry:
+        n, s = throttle_flags(x.get("throttled"))
+        now.update(n)
+        since.update(s)
+    parts = [", ".join(n for n in THROTTLE_FLAGS if n in now)] if now else []
+    parts += [f"since boot: {', '.join(n for n in THROTTLE_FLAGS if n in since - now)}"] if since - now else []
+    return "; ".join(parts)
+
+
 def sustained_sections(records: list[dict], plots_dir: Path) -> list[tuple]:
     """Latency and temperature over time for sustained runs, with the drift verdict."""
     recs = [r for r in records if r.get("status") == "ok" and r.get("samples_t_s")]
@@ -160,7 +174,7 @@ def sustained_sections(records: list[dict], plots_dir: Path) -> list[tuple]:
                      f"{r['samples_t_s'][-1]:.0f}", _fmt(d.get("p50_first_ms")), _fmt(d.get("p50_last_ms")),
                      f"{100 * d['change']:+.1f}%" if d else "", "yes" if d.get("drifted") else "no",
                      str(max((x.get("temp_c") for x in tele), default="")),
-                     ", ".join(sorted({str(x["throttled"]) for x in r.get("telemetry") or [] if x.get("throttled")}))])
+                     _throttling(r.get("telemetry") or [])])
     plot = _save(fig, plots_dir / "sustained.png")
     return [("Sustained runs", ["device", "file", "runtime", "threads", "seconds", "p50 first ms", "p50 last ms",
                                 "change", "drifted", "max temp C", "throttled"], rows,
