@@ -20,8 +20,9 @@ fit, the whole model reads every block's from further out (g per MB of the weigh
 that fit in a cache of ``cache_mb``; a block too big for it streams its weights in its own timing
 already); and once all its weights together exceed a cache of ``stream_mb``, the whole model reads
 those beyond it from memory on every run, which no micro-model does (h per MB beyond it: ONNX
-Runtime fp32 on an x86 VM, EfficientNet-Lite0 x1.0, 18 MB of weights, runs its late blocks 1.1-1.65x
-slower inside the whole model than alone; int8 weights, a quarter the bytes, stay under it).
+Runtime fp32 on an x86 VM, EfficientNet-Lite0 x1.0, 18 MB of weights, runs its late blocks and
+classifier 1.26-1.65x slower inside the whole model than alone; the depthwise models' int8
+weights, a quarter the bytes, stay under it, their dense twins' do not).
 Every coefficient is fitted non-negative: each term is a cost or a saving of a known sign. With
 8 or more models in a plane's fit the two cache sizes are the pair of ``CACHE_MB`` and
 ``STREAM_MB`` whose plane predicts each of them best when fitted on the others (0: no such term,
@@ -166,7 +167,7 @@ class Predictor:
             if not m["listed"]:
                 m["blocks"].append((t, r["arch"]))
         # whole model = a * (sum of its blocks') - c * (blocks) - d * (boundary elements) + b
-        # + g * (cached weights), fitted for relative error on the profiled models of each side
+        # + g * (cached weights) + h * (streamed weights), fitted for relative error on the profiled models of each side
         # (module docstring)
         self._fitted = [(k[1], m) for k, m in self.profiled.items() if m["whole_ms"] is not None and m["blocks"]
                         and not m["missing"]]
@@ -202,8 +203,10 @@ class Predictor:
                                                 stream_mb) for m in models])
                 loo = [abs(x[i] @ _relative_fit(np.delete(x, i, 0), np.delete(w, i)) / w[i] - 1) for i in range(len(w))]
                 fits.append((float(np.median(loo)), cache_mb, stream_mb, _relative_fit(x, w)))
-            # the first in order of those equal to 1e-6 (sizes a fit matches exactly alike: no term, or the smaller)
-            loo, cache_mb, stream_mb, (a, c, d, b, g, h) = min(fits, key=lambda f: round(f[0], 6))
+            # of pairs within 1e-6 of the best (a fit that matches exactly, whatever the sizes), the first
+            # in order: the smaller cache_mb, then the smaller stream_mb
+            best = min(f[0] for f in fits)
+            loo, cache_mb, stream_mb, (a, c, d, b, g, h) = next(f for f in fits if f[0] <= best + 1e-6)
             fit.update(a=a, c=c, d=d, b=b, g=g, h=h, cache_mb=cache_mb if g > 0 else 0,
                        stream_mb=stream_mb if h > 0 else 0, loo_median_error=loo)
         elif models:

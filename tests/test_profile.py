@@ -566,3 +566,5 @@ def test_device_check_warns_about_a_throttling_pi():
     assert _throttling([{"throttled": "0x0"}, {"throttled": None}, {}]) == ""
     assert _throttling([{"throttled": "0x0"}, {"throttled": "0x50005"}, {"throttled": "0x80000"}]) == \
         "under-voltage, throttled; since boot: soft temperature limit"
+    assert _throttling([{"throttled": "0x0"}, {"throttled": "VCHI initialization failed"}]) == \
+        "VCHI initialization failed"

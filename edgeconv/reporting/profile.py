@@ -140,14 +140,19 @@ def _throttling(telemetry: list[dict]) -> str:
     """What a sustained run's throttling samples reported, by name: the conditions seen while it
     ran, then those only reported since boot (a Pi's 0x0, nothing)."""
     from ..device import THROTTLE_FLAGS, throttle_flags
-    now, since = set(), set()
+    now, since, odd = set(), set(), set()
     for x in telemetry:
-        n, s = throttle_flags(x.get("throttled"))
+        v = x.get("throttled")
+        try:
+            int(v or "0", 0)
+        except ValueError:
+            odd.add(str(v))   # not flags (a tool's error text): shown as it came
+        n, s = throttle_flags(v)
         now.update(n)
         since.update(s)
     parts = [", ".join(n for n in THROTTLE_FLAGS if n in now)] if now else []
     parts += [f"since boot: {', '.join(n for n in THROTTLE_FLAGS if n in since - now)}"] if since - now else []
-    return "; ".join(parts)
+    return "; ".join(parts + sorted(odd))
 
 
 def sustained_sections(records: list[dict], plots_dir: Path) -> list[tuple]:
