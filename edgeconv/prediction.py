@@ -167,8 +167,8 @@ class Predictor:
             if not m["listed"]:
                 m["blocks"].append((t, r["arch"]))
         # whole model = a * (sum of its blocks') - c * (blocks) - d * (boundary elements) + b
-        # + g * (cached weights) + h * (streamed weights), fitted for relative error on the profiled models of each side
-        # (module docstring)
+        # + g * (cached weights) + h * (streamed weights), fitted for relative error on the profiled
+        # models of each side (module docstring)
         self._fitted = [(k[1], m) for k, m in self.profiled.items() if m["whole_ms"] is not None and m["blocks"]
                         and not m["missing"]]
         self._left_out = [k[1] for k, m in self.profiled.items() if m["whole_ms"] is not None and m["missing"]]

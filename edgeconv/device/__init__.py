@@ -253,13 +253,14 @@ def device_facts(device: str, inventory=None) -> dict:
 THROTTLE_FLAGS = ("under-voltage", "ARM frequency capped", "throttled", "soft temperature limit")
 
 
-def throttle_flags(flags: str | None) -> tuple[list[str], list[str]]:
+def throttle_flags(flags: str | None) -> tuple[list[str], list[str]] | None:
     """The names of the conditions a Raspberry Pi's throttling flags (``get_throttled=0x50005``'s
-    value) report now and since boot; none for 0x0, for no flags and for a value that is not one."""
+    value) report now and since boot; none for 0x0 and for no flags; None for a value that is not
+    flags (a tool's error text)."""
     try:
         bits = int(flags, 0) if flags else 0
     except ValueError:
-        return [], []
+        return None
     return ([n for i, n in enumerate(THROTTLE_FLAGS) if bits >> i & 1],
             [n for i, n in enumerate(THROTTLE_FLAGS) if bits >> (16 + i) & 1])
 
@@ -267,7 +268,7 @@ def throttle_flags(flags: str | None) -> tuple[list[str], list[str]]:
 def throttle_warnings(flags: str | None) -> list[str]:
     """What a Raspberry Pi's throttling flags mean for timing it: a board throttling now times
     slow; one that throttled since boot may again under load."""
-    now, since = throttle_flags(flags)
+    now, since = throttle_flags(flags) or ([], [])
     fix = ("check the power supply (the official one for the board: 5 V 5 A for a Pi 5, 5 V 3 A for a Pi 4) and "
            "the cooling (a heatsink and fan), then time again")
     if now:

@@ -142,14 +142,12 @@ def _throttling(telemetry: list[dict]) -> str:
     from ..device import THROTTLE_FLAGS, throttle_flags
     now, since, odd = set(), set(), set()
     for x in telemetry:
-        v = x.get("throttled")
-        try:
-            int(v or "0", 0)
-        except ValueError:
-            odd.add(str(v))   # not flags (a tool's error text): shown as it came
-        n, s = throttle_flags(v)
-        now.update(n)
-        since.update(s)
+        flags = throttle_flags(x.get("throttled"))
+        if flags is None:
+            odd.add(str(x["throttled"]))   # not flags (a tool's error text): shown as it came
+            continue
+        now.update(flags[0])
+        since.update(flags[1])
     parts = [", ".join(n for n in THROTTLE_FLAGS if n in now)] if now else []
     parts += [f"since boot: {', '.join(n for n in THROTTLE_FLAGS if n in since - now)}"] if since - now else []
     return "; ".join(parts + sorted(odd))
